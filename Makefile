@@ -1,0 +1,30 @@
+# Fresh machine: `make demo` or `make test` create .venv and install what they need.
+# torch is installed first and alone, pinned to 2.13.0: on a CPU machine that is the CPU
+# wheel; the project then installs with torch already satisfied, so no CUDA wheels come in.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= $(abspath ../shared/data)
+TORCH := torch==2.13.0
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]" $(TORCH)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/mathrl toy eval --model tiny --show 3
+
+test: install
+	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,52 @@
+"""The ``mathrl`` command line: one entry point, one subcommand per stage.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file
+only wires them up, and imports a module when its command runs, so ``mathrl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mathrl import __version__
+from mathrl.errors import UserError
+
+# (name, module under mathrl.commands, one-line description). Subcommands with their own
+# subcommands list them in their module.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("toy", "toy", "the embedded tiny model: pretrain it on arith, or measure its accuracy"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mathrl",
+        description="Post-train language models for mathematical reasoning on your own hardware.")
+    parser.add_argument("--version", action="version", version=f"mathrl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module, help_text in COMMANDS:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        _module(module).add_arguments(cmd)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(f"mathrl.commands.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        print(f"mathrl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mathrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

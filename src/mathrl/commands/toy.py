@@ -1,0 +1,87 @@
+"""``mathrl toy pretrain`` and ``mathrl toy eval``: build and measure the embedded tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="toy_command", metavar="TOY_COMMAND", required=True)
+
+    pre = sub.add_parser("pretrain", help="train the tiny Qwen3 model from scratch on arith",
+                         description="Train the tiny Qwen3 model from scratch on arith (CPU, a "
+                         "few minutes) and write a Hugging Face model folder to --out.")
+    pre.add_argument("--out", required=True, type=Path, help="model folder to write")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the "
+                     "shipped model's)")
+    pre.set_defaults(run=run_pretrain)
+
+    ev = sub.add_parser("eval", help="greedy accuracy on the arith test split (levels 1-3)",
+                        description="Greedy accuracy of a model on the standard arith test set.")
+    ev.add_argument("--model", default="tiny", help="'tiny', a model folder, or a hub id")
+    ev.add_argument("--adapter", default=None, help="optional PEFT (LoRA) adapter folder")
+    ev.add_argument("--levels", default="1,2,3", help="comma-separated levels (default 1,2,3)")
+    ev.add_argument("--num-problems", type=int, default=None, help="default 300")
+    ev.add_argument("--show", type=int, default=0, help="print this many problems with responses")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.set_defaults(run=run_eval)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mathrl.toy.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(seed=args.seed)
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    report = pretrain(args.out, cfg)
+    print(f"wrote {args.out} (greedy accuracy {report['accuracy']:.1%} on "
+          f"{report['n']} arith test problems)")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mathrl.errors import UserError
+    from mathrl.device import choose_device, choose_dtype
+    from mathrl.grading import extract_boxed_answer, grade
+    from mathrl.models import load_model, load_tokenizer
+    from mathrl.toy.evaluate import EVAL_PROBLEMS, arith_accuracy, arith_test_problems, greedy_completions
+
+    try:
+        levels = tuple(int(x) for x in args.levels.split(","))
+        problems = arith_test_problems(levels, args.num_problems or EVAL_PROBLEMS)
+    except ValueError as err:
+        raise UserError(f"--levels: {err}") from None
+    try:
+        device = choose_device(args.device)
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model, device, choose_dtype(device), args.adapter)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load model {args.model!r}: {err}") from None
+
+    console = Console()
+    if args.show:
+        shown = problems[:args.show]
+        for p, c in zip(shown, greedy_completions(model, tokenizer, shown), strict=True):
+            mark = "[green]correct[/]" if grade(c.text, p.answer) else "[red]wrong[/]"
+            console.rule(f"{p.id} (level {p.level})")
+            console.print(p.problem, markup=False)
+            console.print(c.text, markup=False, style="dim")
+            console.print(f"extracted {extract_boxed_answer(c.text)!r}, gold {p.answer!r}: {mark}")
+    result = arith_accuracy(model, tokenizer, problems)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        levels_text = ", ".join(f"L{k} {v:.1%}" for k, v in result["per_level"].items())
+        console.print(f"{args.model}: greedy accuracy {result['accuracy']:.1%} "
+                      f"({result['correct']}/{result['n']}) on arith test levels "
+                      f"{','.join(map(str, levels))} [{levels_text}], "
+                      f"mean {result['mean_tokens']:.1f} tokens")
+    return 0

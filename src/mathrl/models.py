@@ -1,0 +1,50 @@
+"""Loading models and tokenizers. ``tiny``, a local folder and a hub id go through the same code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+TINY = "tiny"
+TINY_PATH = Path(__file__).parent / "toy" / "tiny"
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """``tiny`` -> the folder shipped inside the package; anything else is left to transformers.
+
+    A path that exists is a local model folder; otherwise the string is a hub id, which
+    transformers fetches (or reads from its cache when offline).
+    """
+    if str(name_or_path) == TINY:
+        if not (TINY_PATH / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the embedded model is missing from {TINY_PATH}; rebuild it with "
+                f"`mathrl toy pretrain --out {TINY_PATH}`")
+        return str(TINY_PATH)
+    name = str(name_or_path)
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"no model folder at {name}")
+    return str(Path(name).expanduser()) if name.startswith("~") else name
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, left-padded (decoder-only generation pads on the left)."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str | Path, device: torch.device, dtype: torch.dtype,
+               adapter: str | Path | None = None) -> PreTrainedModel:
+    """A causal LM in eval mode on ``device``; with ``adapter``, a PEFT (LoRA) adapter on top."""
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=dtype)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    return model.to(device).eval()

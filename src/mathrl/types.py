@@ -1,0 +1,54 @@
+"""The frozen records that cross stage boundaries.
+
+Problem -> (prompt) -> Completion -> Graded -> Group -> batch tensors. Each stage takes and
+returns these records; tensors are built only at the update step. Lists inside records are
+per-token (``_T``) or per-sample (``_G``) sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One math problem, whatever benchmark or generator it came from.
+
+    ``answer`` is the gold final answer as a string (graders normalise it); ``level`` is the
+    MATH-style difficulty 1-5 where the source has one. ``solution`` is a reference solution,
+    for arith a full ``<think>...</think> \\boxed{}`` trace.
+    """
+
+    id: str
+    problem: str
+    answer: str
+    level: int | None = None
+    subject: str | None = None
+    source: str = ""
+    solution: str | None = None
+
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation of one prompt.
+
+    ``token_ids`` and ``logprobs`` are aligned, one entry per generated token (the stop token
+    included when the model emitted one); ``logprobs`` are under the distribution the token was
+    sampled from, so a trainer can form importance ratios against them.
+    """
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    text: str
+    finish_reason: FinishReason
+    n_thinking_tokens: int = 0
+    prompt_n_tokens: int = 0
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
