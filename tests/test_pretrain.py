@@ -20,7 +20,7 @@ def _weights(path):
 def test_same_seed_same_model_and_other_seed_differs(tmp_path):
     a = pretrain(tmp_path / "a", SHORT, log=lambda _: None)
     b = pretrain(tmp_path / "b", SHORT, log=lambda _: None)
-    c = pretrain(tmp_path / "c", PretrainConfig(**{**asdict(SHORT), "seed": 1}), log=lambda _: None)
+    pretrain(tmp_path / "c", PretrainConfig(**{**asdict(SHORT), "seed": 1}), log=lambda _: None)
     wa, wb, wc = _weights(tmp_path / "a"), _weights(tmp_path / "b"), _weights(tmp_path / "c")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa if wa[k].shape == wc[k].shape)

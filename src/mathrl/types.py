@@ -7,7 +7,7 @@ per-token (``_T``) or per-sample (``_G``) sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 
@@ -47,7 +47,6 @@ class Completion:
     finish_reason: FinishReason
     n_thinking_tokens: int = 0
     prompt_n_tokens: int = 0
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def n_tokens(self) -> int:

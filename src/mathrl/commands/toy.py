@@ -48,8 +48,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mathrl.errors import UserError
     from mathrl.device import choose_device, choose_dtype
+    from mathrl.errors import UserError
     from mathrl.grading import extract_boxed_answer, grade
     from mathrl.models import load_model, load_tokenizer
     from mathrl.toy.evaluate import EVAL_PROBLEMS, arith_accuracy, arith_test_problems, greedy_completions
