@@ -16,6 +16,8 @@ from mathrl.errors import UserError
 # (name, module under mathrl.commands, one-line description). Subcommands with their own
 # subcommands list them in their module.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("data", "data", "list the registered datasets, or show problems of one (or of your file)"),
+    ("overlap", "overlap", "exact and n-gram overlap between a training set and a benchmark"),
     ("toy", "toy", "the embedded tiny model: pretrain it on arith, or measure its accuracy"),
 ]
 

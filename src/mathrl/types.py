@@ -17,7 +17,8 @@ class Problem:
 
     ``answer`` is the gold final answer as a string (graders normalise it); ``level`` is the
     MATH-style difficulty 1-5 where the source has one. ``solution`` is a reference solution,
-    for arith a full ``<think>...</think> \\boxed{}`` trace.
+    for arith a full ``<think>...</think> \\boxed{}`` trace. ``tolerance`` is the absolute
+    numeric tolerance a benchmark allows for this answer (OlympiadBench's ``error``), if any.
     """
 
     id: str
@@ -27,6 +28,7 @@ class Problem:
     subject: str | None = None
     source: str = ""
     solution: str | None = None
+    tolerance: float | None = None
 
 
 FinishReason = Literal["stop", "length"]

@@ -52,11 +52,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from mathrl.errors import UserError
     from mathrl.grading import extract_boxed_answer, grade
     from mathrl.models import load_model, load_tokenizer
-    from mathrl.toy.evaluate import EVAL_PROBLEMS, arith_accuracy, arith_test_problems, greedy_completions
+    from mathrl.tasks import arith
+    from mathrl.toy.evaluate import arith_accuracy, greedy_completions
 
     try:
         levels = tuple(int(x) for x in args.levels.split(","))
-        problems = arith_test_problems(levels, args.num_problems or EVAL_PROBLEMS)
+        problems = arith.eval_problems(levels, args.num_problems or arith.EVAL_PROBLEMS)
     except ValueError as err:
         raise UserError(f"--levels: {err}") from None
     try:

@@ -25,6 +25,9 @@ from mathrl.types import Problem
 SOURCE = "arith"
 SPLITS = ("train", "test")
 TEST_FRACTION_PERCENT = 10
+# The standard test set (the tiny model's quoted accuracy): seed 0, 300 problems, levels 1-3.
+EVAL_LEVELS = (1, 2, 3)
+EVAL_PROBLEMS = 300
 
 
 @dataclass(frozen=True)
@@ -225,3 +228,8 @@ def _draw_unseen(rng: random.Random, spec: LevelSpec, split: str, seen: set[Chai
         if chain not in seen and split_of(chain) == split:
             return chain
     return None
+
+
+def eval_problems(levels: Sequence[int] = EVAL_LEVELS, n: int = EVAL_PROBLEMS) -> list[Problem]:
+    """The standard arith test set (seed 0): ``n`` problems cycling through ``levels``."""
+    return generate("test", n, seed=0, levels=levels)

@@ -9,17 +9,9 @@ from mathrl.grading import grade
 from mathrl.prompts import problem_messages
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.hf import HFSampler
-from mathrl.tasks import arith
 from mathrl.types import Completion, Problem
 
-EVAL_LEVELS = (1, 2, 3)
-EVAL_PROBLEMS = 300
 EVAL_MAX_TOKENS = 256
-
-
-def arith_test_problems(levels: Sequence[int] = EVAL_LEVELS, n: int = EVAL_PROBLEMS) -> list[Problem]:
-    """The standard arith test set (seed 0): ``n`` problems cycling through ``levels``."""
-    return arith.generate("test", n, seed=0, levels=levels)
 
 
 def greedy_completions(model, tokenizer, problems: Sequence[Problem],

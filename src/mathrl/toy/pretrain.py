@@ -46,8 +46,8 @@ class PretrainConfig:
     train_levels: tuple[int, ...] = (1, 2, 3, 1, 2, 3, 4, 5)
     bucket_batches: int = 8  # documents of this many batches are sorted by length together
     no_system_prompt_percent: int = 20
-    eval_levels: tuple[int, ...] = (1, 2, 3)
-    eval_problems: int = 300
+    eval_levels: tuple[int, ...] = arith.EVAL_LEVELS
+    eval_problems: int = arith.EVAL_PROBLEMS
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -112,7 +112,7 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
     The folder is written next to ``out_dir`` and renamed into place, so an interrupted run
     never leaves a half-written model behind.
     """
-    from mathrl.toy.evaluate import arith_accuracy, arith_test_problems
+    from mathrl.toy.evaluate import arith_accuracy
 
     seed_everything(cfg.seed)
     t0 = time.time()
@@ -147,7 +147,7 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
     model.eval()
     train_s = time.time() - t0
 
-    test = arith_test_problems(cfg.eval_levels, cfg.eval_problems)
+    test = arith.eval_problems(cfg.eval_levels, cfg.eval_problems)
     accuracy = arith_accuracy(model, tokenizer, test)
     report = {"config": asdict(cfg), "parameters": n_params, "vocab_size": len(tokenizer),
               "train_seconds": round(train_s, 1), "final_loss": round(loss_ema, 4), **accuracy}

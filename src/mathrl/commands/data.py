@@ -1,0 +1,96 @@
+"""``mathrl data list`` and ``mathrl data show``: what datasets exist and what their rows look like."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_data_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every command that loads a dataset shares."""
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the benchmark JSONL files (default: $MATHRL_DATA_DIR)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip (and count) invalid rows instead of stopping at the first")
+    parser.add_argument("--problem-field", default="problem", help="problem column of a user file")
+    parser.add_argument("--answer-field", default="answer", help="answer column of a user file")
+    parser.add_argument("--split", default="train", help="split of an hf:ORG/NAME dataset")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    ls = sub.add_parser("list", help="registered datasets with row counts and sources")
+    ls.add_argument("--data-dir", default=None, help="folder with the benchmark JSONL files")
+    ls.set_defaults(run=run_list)
+    show = sub.add_parser("show", help="print a few problems of a dataset or a file")
+    show.add_argument("dataset", help="a registered name, a JSONL/JSON/CSV/parquet file, or hf:ORG/NAME")
+    show.add_argument("--n", type=int, default=3, help="how many problems (default 3)")
+    show.add_argument("--levels", default=None, help="comma-separated levels to keep")
+    show.add_argument("--seed", type=int, default=0)
+    add_data_source_arguments(show)
+    show.set_defaults(run=run_show)
+
+
+def load_from_args(args: argparse.Namespace, name: str, **selection):
+    """Load ``name`` with the data-source options of ``args`` (shared by every command)."""
+    from mathrl.data import FieldMap, load_dataset
+
+    fields = FieldMap(problem=args.problem_field, answer=args.answer_field)
+    return load_dataset(name, args.data_dir, skip_invalid=args.skip_invalid, fields=fields,
+                        split=args.split, **selection)
+
+
+def parse_levels(text: str | None) -> tuple[int, ...] | None:
+    from mathrl.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--levels: expected comma-separated integers, got {text!r}") from None
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mathrl.data import REGISTRY, DataError, data_dir_from, load_dataset, local_file
+
+    directory = data_dir_from(args.data_dir)
+    table = Table("name", "kind", "rows", "skipped", "extract", "source", "description")
+    for name, spec in REGISTRY.items():
+        local = local_file(spec, args.data_dir)
+        if spec.generate is None and not (local and local.is_file()):
+            # Counting would download it: list where it would come from instead.
+            origin = (f"hf:{spec.hub.dataset_id} (from the hub)" if spec.hub
+                      else f"needs {local or spec.file} (no hub source)")
+            table.add_row(name, spec.kind, "-", "-", spec.extract, origin, spec.description)
+            continue
+        try:
+            ds = load_dataset(name, args.data_dir)
+            rows, skipped = str(len(ds)), str(ds.skipped)
+            origin = ds.origin.removeprefix(f"{directory}/") if directory else ds.origin
+        except DataError as err:
+            rows, skipped, origin = "-", "-", f"unavailable: {err}"
+        table.add_row(name, spec.kind, rows, skipped, spec.extract, origin, spec.description)
+    console = Console()
+    console.print(f"data directory: {directory or 'not set (--data-dir or MATHRL_DATA_DIR)'}")
+    console.print(table)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    ds = load_from_args(args, args.dataset, levels=parse_levels(args.levels),
+                        num_problems=args.n, seed=args.seed)
+    console = Console()
+    console.print(f"{ds.name}: {len(ds)} shown from {ds.origin}"
+                  + (f" ({ds.skipped} rows skipped: no gold answer or invalid)" if ds.skipped else ""))
+    for p in ds.problems:
+        console.rule(f"{p.id}" + (f" (level {p.level}" + (f", {p.subject})" if p.subject else ")")
+                                  if p.level else f" ({p.subject})" if p.subject else ""))
+        console.print(p.problem, markup=False, highlight=False)
+        console.print(f"answer: {p.answer}" + (f"  (tolerance {p.tolerance})" if p.tolerance else ""),
+                      markup=False, style="bold")
+    return 0
