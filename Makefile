@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(abspath ../shared/data)
 TORCH := torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q
+
+bench: install
+	$(PY) -m pip install -q -e ".[bench]" $(TORCH)
+	$(PY) benchmarks/grader.py --data-dir $(DATA_DIR)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from mathrl.grading import extract_boxed_answer, grade
+from mathrl.grading import extract_answer, grade
 from mathrl.tasks import arith
 from mathrl.tasks.arith import Chain, render_expression, split_of
 
@@ -64,7 +64,7 @@ def test_records_and_reference_traces():
         assert p.subject in {"expression", "word problem"}
         assert int(p.answer) == int(p.answer)  # integer answers
         assert p.solution.startswith("<think>\n") and "\n</think>\n\n" in p.solution
-        assert extract_boxed_answer(p.solution) == p.answer
+        assert extract_answer(p.solution) == p.answer
         assert grade(p.solution, p.answer)
     with_rechecks = sum("verify" in p.solution or "heck" in p.solution for p in problems)
     assert 0.25 < with_rechecks / len(problems) < 0.45  # 40% of traces; ~1/16 of short ones add none

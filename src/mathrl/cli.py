@@ -17,6 +17,7 @@ from mathrl.errors import UserError
 # subcommands list them in their module.
 COMMANDS: list[tuple[str, str, str]] = [
     ("data", "data", "list the registered datasets, or show problems of one (or of your file)"),
+    ("grade", "grade", "grade responses or answers against gold answers with the one grader"),
     ("overlap", "overlap", "exact and n-gram overlap between a training set and a benchmark"),
     ("toy", "toy", "the embedded tiny model: pretrain it on arith, or measure its accuracy"),
 ]

@@ -50,7 +50,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from mathrl.device import choose_device, choose_dtype
     from mathrl.errors import UserError
-    from mathrl.grading import extract_boxed_answer, grade
+    from mathrl.grading import extract_answer, grade
     from mathrl.models import load_model, load_tokenizer
     from mathrl.tasks import arith
     from mathrl.toy.evaluate import arith_accuracy, greedy_completions
@@ -75,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
             console.rule(f"{p.id} (level {p.level})")
             console.print(p.problem, markup=False)
             console.print(c.text, markup=False, style="dim")
-            console.print(f"extracted {extract_boxed_answer(c.text)!r}, gold {p.answer!r}: {mark}")
+            console.print(f"extracted {extract_answer(c.text)!r}, gold {p.answer!r}: {mark}")
     result = arith_accuracy(model, tokenizer, problems)
     if args.json:
         print(json.dumps(result, indent=2))

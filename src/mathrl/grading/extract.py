@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -53,6 +55,45 @@ def _argument(text: str, i: int) -> str | None:
     return None
 
 
-def extract_boxed_answer(response: str) -> str | None:
-    """The final answer of a ``\\boxed{}``-style response, thinking removed; None if there is none."""
-    return last_boxed(strip_thinking(response))
+_GSM8K = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS = re.compile(
+    r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*:|^\s*answer\s*:|^\s*a\s*:)\s*(.+?)\s*$",
+    re.IGNORECASE | re.MULTILINE)
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+EXTRACT_MODES = ("boxed", "gsm8k", "auto")
+
+
+def extract_gsm8k(text: str) -> str | None:
+    """The text after the last ``####`` (GSM8K's reference format)."""
+    found = _GSM8K.findall(text)
+    return found[-1].strip() if found else None
+
+
+def extract_answer_is(text: str) -> str | None:
+    """The last "the answer is X" / "Final answer: X" / "Answer: X" / "A: X" statement."""
+    found = _ANSWER_IS.findall(text)
+    if not found:
+        return None
+    answer = found[-1].strip().rstrip(".")
+    return last_boxed(answer) or answer.strip("$ ")
+
+
+def last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    return found[-1].replace("$", "").rstrip(".") if found else None
+
+
+def extract_answer(response: str, mode: str = "boxed") -> str | None:
+    """The final answer of ``response`` (thinking removed) under ``mode``.
+
+    ``boxed``: the last ``\\boxed{}``. ``gsm8k``: ``#### N``, else an answer statement, else
+    the last number. ``auto``: ``\\boxed{}``, then the gsm8k chain. A truncated thought gives None.
+    """
+    if mode not in EXTRACT_MODES:
+        raise ValueError(f"extract mode must be one of {EXTRACT_MODES}, got {mode!r}")
+    text = strip_thinking(response)
+    if mode in ("boxed", "auto") and (boxed := last_boxed(text)) is not None:
+        return boxed
+    if mode == "boxed":
+        return None
+    return extract_gsm8k(text) or extract_answer_is(text) or last_number(text)

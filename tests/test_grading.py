@@ -1,0 +1,247 @@
+"""The one grader: extraction, equivalence, safety, bounds, batch grading and `mathrl grade`."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from grader_rewrites import EQUAL, UNEQUAL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mathrl.data import load_dataset
+from mathrl.grading import answers_match, extract_answer, grade, grade_many, last_boxed, strip_thinking
+from mathrl.grading.batch import GradeRequest
+from mathrl.grading.bounded import call_bounded
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"The answer is $\boxed{5}$.", "5"),
+    (r"\boxed{\frac{1}{\sqrt{2}}}", r"\frac{1}{\sqrt{2}}"),
+    (r"first \boxed{1} then \fbox{2}", "2"),
+    (r"first \fbox{1} then \boxed{2}", "2"),
+    (r"so \boxed 7.", "7"),
+    (r"\boxed{1} and an unfinished \boxed{2", "1"),
+    ("no box here", None),
+    (r"\boxed{}", ""),
+])
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+def test_thinking_is_removed_before_extraction():
+    assert strip_thinking("<think>\n\\boxed{3}\n</think>\n\nSo \\boxed{4}") == "\n\nSo \\boxed{4}"
+    assert extract_answer("<think>\n2 + 2 = 4, \\boxed{4}\n</think>\n\nDone.") is None
+    # Output cut off inside the thought has no final answer, whatever it contains.
+    assert extract_answer("<think>\n2 + 2 = \\boxed{4}") is None
+    assert extract_answer("no thinking, \\boxed{9}") == "9"
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("1,000", "1000", True), ("025", "25", True), ("-3", "-3", True), ("+3", "3", True),
+    ("0.50", ".5", True), ("$42$", "42", True), ("42.", "42", True), (r"\!12", "12", True),
+    ("3", "4", False), ("-3", "3", False), ("1,00", "100", False), (None, "1", False),
+    ("", "0", False),
+])
+def test_answers_match(pred, gold, expected):
+    assert answers_match(pred, gold) is expected
+
+
+def test_grade_reads_the_final_boxed_answer():
+    assert grade("<think>\n9 * 9 = 81\n</think>\n\nThe answer is $\\boxed{81}$.", "81")
+    assert not grade("<think>\n9 * 9 = 80\n</think>\n\nThe answer is $\\boxed{80}$.", "81")
+
+
+# ---- agreement with labelled real cases --------------------------------------------------------
+
+def _grader_cases(data_dir):
+    rows = [json.loads(line) for line in (data_dir / "grader_cases.jsonl").open()]
+    # MANIFEST.md: Qwen's gold for this problem is mangled ("4:30p.."), its 8 labels are wrong.
+    return [r for r in rows if r["problem_id"] != "test/prealgebra/1462.json"]
+
+
+def test_agreement_with_labelled_grader_cases(data_dir):
+    rows = _grader_cases(data_dir)
+    assert len(rows) == 6068
+    disagree = [r for r in rows if answers_match(r["model_answer"], r["gold_answer"]) != r["label"]]
+    assert 1 - len(disagree) / len(rows) >= 0.995, disagree[:10]
+
+
+def test_gsm8k_cases_graded_from_the_full_response(data_dir):
+    rows = [r for r in _grader_cases(data_dir) if r["id"].startswith("gsm8k")]
+    agree = sum(grade(r["response"], r["gold_answer"], extract="auto") == r["label"] for r in rows)
+    assert agree / len(rows) >= 0.995
+
+
+@pytest.mark.parametrize("name", ["math500", "aime2024", "aime2025", "amc23", "olympiadbench_numerical"])
+def test_every_gold_answer_matches_itself_through_a_response(data_dir, name):
+    for p in load_dataset(name, data_dir).problems:
+        response = f"<think>\nwork\n</think>\n\nThe answer is $\\boxed{{{p.answer}}}$."
+        assert grade(response, p.answer, tolerance=p.tolerance), (p.id, p.answer)
+
+
+@pytest.mark.parametrize("pred, gold", EQUAL)
+def test_equal_rewrites(pred, gold):
+    assert answers_match(pred, gold) and answers_match(gold, pred)
+
+
+@pytest.mark.parametrize("pred, gold", UNEQUAL)
+def test_unequal_rewrites(pred, gold):
+    assert not answers_match(pred, gold)
+
+
+def test_benchmark_tolerance():
+    assert answers_match("3.05", "3", tolerance=0.1) and not answers_match("3.05", "3")
+    assert not answers_match("3.2", "3", tolerance=0.1)
+    assert answers_match("\\frac{31}{10}", "3", tolerance=0.1)
+
+
+@pytest.mark.parametrize("response, mode, expected", [
+    ("so #### 1,234", "gsm8k", "1,234"),
+    ("She makes 13 * 2 = $26\nA: 26", "gsm8k", "26"),
+    ("Thus, the answer is 42.", "gsm8k", "42"),
+    ("Final answer: $\\frac{1}{2}$", "auto", "\\frac{1}{2}"),
+    ("We get 3 apples and then 7.", "gsm8k", "7"),
+    ("It is \\boxed{5}. #### 6", "auto", "5"),
+    ("It is \\boxed{5}. #### 6", "gsm8k", "6"),
+    ("#### 6", "boxed", None),
+    ("<think>\nthe answer is 4", "auto", None),
+])
+def test_extraction_modes(response, mode, expected):
+    assert extract_answer(response, mode) == expected
+
+
+# ---- safety and bounds ---------------------------------------------------------------------------
+
+PAYLOADS = [
+    "__import__('os').system('touch pwned')",
+    "__import__(\"os\").system(\"touch pwned\")",
+    "exec('open(\"pwned\",\"w\")')",
+    "eval(\"__import__('os').system('touch pwned')\")",
+    "().__class__.__bases__[0].__subclasses__()",
+    "lambda: __import__('os').system('touch pwned')",
+    "Symbol('x').__class__",
+    "x.__globals__",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_payloads_execute_nothing(payload, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for gold in ("0", "pwned", payload):
+        response = f"\\boxed{{{payload}}}"
+        assert grade(response, gold) in (True, False)
+        assert answers_match(payload, gold) in (True, False)
+        (result,) = grade_many([GradeRequest(gold=gold, response=response)], processes=1)
+        assert result.correct in (True, False)
+    assert not (tmp_path / "pwned").exists()
+
+
+HUGE = ["10^{10^{10}}", "9^{9^{9^{9}}}", "2^{2^{2^{2^{2^{2}}}}}", "100000!", "(10^{100})!",
+        "\\frac{1}{" * 300 + "2" + "}" * 300, "(" * 500 + "1" + ")" * 500, "x^{10^{10}}",
+        "1" * 5000, "\\sqrt{" * 200 + "2" + "}" * 200, "e^{e^{e^{e^{10}}}}", "10^{10^{10}} - 10^{10^{10}}"]
+
+
+@pytest.mark.parametrize("expr", HUGE)
+def test_pathological_answers_return_within_the_bound(expr):
+    start = time.perf_counter()
+    for gold in ("1", expr, "x"):
+        assert answers_match(expr, gold, timeout=2.0) in (True, False)
+    assert time.perf_counter() - start < 3 * 2.5
+
+
+def test_the_bound_holds_on_and_off_the_main_thread():
+    start = time.perf_counter()
+    assert call_bounded(time.sleep, (30,), timeout=0.5, default="late") == "late"
+    assert time.perf_counter() - start < 2
+
+    results = []
+
+    def worker():
+        t = time.perf_counter()
+        late = call_bounded(time.sleep, (30,), timeout=0.5, default="late")
+        results.append((late, time.perf_counter() - t))
+        results.append((call_bounded(pow, (2, 10), timeout=2.0, default=None), 0.0))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(timeout=150)
+    assert results[0][0] == "late" and results[0][1] < 5  # the helper is killed at the bound
+    assert results[1][0] == 1024  # and a fresh one serves the next call
+    assert answers_match("\\sqrt{8}", "2\\sqrt{2}")  # the main-thread path still works
+
+
+def test_answers_match_off_the_main_thread_agrees():
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(
+        yes=answers_match("x^2+2x+1", "(x+1)^2"), no=answers_match("x^2+1", "(x+1)^2")))
+    thread.start()
+    thread.join(timeout=150)
+    assert out == {"yes": True, "no": False}
+
+
+_TOKENS = ["1", "2", "0", "-", "+", "*", "/", "^", "(", ")", "{", "}", "[", "]", ",", "x", "y", "e",
+           "\\frac", "\\sqrt", "\\pi", "\\infty", "\\cdot", "!", "=", "\\{", "\\}", "\\cup", ".", " ",
+           "\\text", "\\boxed", "%", "^\\circ", "10^{", "9", "\\sin", "\\log", "_", "|", "&", "\\\\"]
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(_TOKENS), max_size=25).map("".join),
+       st.lists(st.sampled_from(_TOKENS), max_size=25).map("".join))
+def test_fuzz_latex_soup_never_raises_and_stays_bounded(pred, gold):
+    start = time.perf_counter()
+    assert answers_match(pred, gold, timeout=1.0) in (True, False)
+    assert grade(pred, gold) in (True, False)
+    assert time.perf_counter() - start < 2.5
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_fuzz_any_text_never_raises(pred, gold):
+    assert answers_match(pred, gold, timeout=1.0) in (True, False)
+    assert extract_answer(pred, "auto") is None or isinstance(extract_answer(pred, "auto"), str)
+
+
+def test_grade_many_keeps_order_and_agrees_with_sequential(data_dir):
+    rows = _grader_cases(data_dir)[:1200]
+    requests = [GradeRequest(gold=r["gold_answer"], answer=r["model_answer"]) for r in rows]
+    pooled = grade_many(requests, processes=2, chunksize=100)
+    assert pooled == grade_many(requests, processes=1)
+    assert [r.correct for r in pooled] == [answers_match(r["model_answer"], r["gold_answer"]) for r in rows]
+
+
+# ---- the command line -----------------------------------------------------------------------------
+
+def _mathrl(*args):
+    return subprocess.run([sys.executable, "-m", "mathrl.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_grade_cli_adds_extracted_and_correct(tmp_path):
+    rows = [{"gold": "5", "response": "<think>..</think> so \\boxed{5}", "id": 1},
+            {"gold": "1,000", "answer": "1000"},
+            {"gold": "7", "response": "A: 8"},
+            {"gold": "3", "tolerance": 0.1, "answer": "3.05"}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _mathrl("grade", str(path), "--out", str(tmp_path / "out.jsonl"))
+    assert out.returncode == 0, out.stderr
+    graded = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(g["extracted"], g["correct"]) for g in graded] == [
+        ("5", True), ("1000", True), ("8", False), ("3.05", True)]
+    assert graded[0]["id"] == 1 and "graded 4: 3 correct" in out.stderr
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("{not json", "in.jsonl:2: invalid JSON"),
+    ('{"response": "\\\\boxed{1}"}', "in.jsonl:2: field 'gold' is missing"),
+    ('{"gold": "1"}', "in.jsonl:2: field 'response' (or 'answer') is missing"),
+])
+def test_grade_cli_names_the_bad_line(tmp_path, bad, message):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"gold": "1", "answer": "1"}\n' + bad + "\n")
+    out = _mathrl("grade", str(path))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
