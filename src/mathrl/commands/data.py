@@ -88,8 +88,8 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(f"{ds.name}: {len(ds)} shown from {ds.origin}"
                   + (f" ({ds.skipped} rows skipped: no gold answer or invalid)" if ds.skipped else ""))
     for p in ds.problems:
-        console.rule(f"{p.id}" + (f" (level {p.level}" + (f", {p.subject})" if p.subject else ")")
-                                  if p.level else f" ({p.subject})" if p.subject else ""))
+        about = ", ".join(x for x in (p.level and f"level {p.level}", p.subject) if x)
+        console.rule(f"{p.id} ({about})" if about else p.id)
         console.print(p.problem, markup=False, highlight=False)
         console.print(f"answer: {p.answer}" + (f"  (tolerance {p.tolerance})" if p.tolerance else ""),
                       markup=False, style="bold")
