@@ -16,9 +16,11 @@ from mathrl.errors import UserError
 # (name, module under mathrl.commands, one-line description). Subcommands with their own
 # subcommands list them in their module.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("eval", "eval", "evaluate a model on benchmarks: graded samples, accuracy with CIs, token stats"),
     ("data", "data", "list the registered datasets, or show problems of one (or of your file)"),
     ("grade", "grade", "grade responses or answers against gold answers with the one grader"),
     ("overlap", "overlap", "exact and n-gram overlap between a training set and a benchmark"),
+    ("serve", "serve", "serve a model over an OpenAI-compatible HTTP API (a teacher, or for tests)"),
     ("toy", "toy", "the embedded tiny model: pretrain it on arith, or measure its accuracy"),
 ]
 

@@ -40,7 +40,8 @@ class Completion:
 
     ``token_ids`` and ``logprobs`` are aligned, one entry per generated token (the stop token
     included when the model emitted one); ``logprobs`` are under the distribution the token was
-    sampled from, so a trainer can form importance ratios against them.
+    sampled from, so a trainer can form importance ratios against them. A remote server may
+    return no ids; ``n_tokens`` then comes from what it did return (logprobs or usage).
     """
 
     token_ids: tuple[int, ...]
@@ -49,7 +50,8 @@ class Completion:
     finish_reason: FinishReason
     n_thinking_tokens: int = 0
     prompt_n_tokens: int = 0
+    n_tokens: int = -1  # -1: len(token_ids)
 
-    @property
-    def n_tokens(self) -> int:
-        return len(self.token_ids)
+    def __post_init__(self):
+        if self.n_tokens < 0:
+            object.__setattr__(self, "n_tokens", len(self.token_ids))

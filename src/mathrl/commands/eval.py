@@ -1,0 +1,77 @@
+"""``mathrl eval``: evaluate a model on benchmarks; per-sample records, metrics, resumable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to reach a model: in process (``--model``, ``--adapter``) or over HTTP (``--base-url``)."""
+    parser.add_argument("--model", required=True, help="'tiny', a model folder, or a hub id "
+                        "(with --base-url: the model name the server serves)")
+    parser.add_argument("--adapter", default=None, help="PEFT (LoRA) adapter folder")
+    parser.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. "
+                        "http://localhost:8000/v1 (vLLM, SGLang, mathrl serve)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences decoded together")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--benchmarks", required=True, help="comma-separated names, e.g. math500,aime2024")
+    parser.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/baseline")
+    parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
+    parser.add_argument("--temperature", type=float, default=0.01, help="default 0.01 (greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--num-problems", type=int, default=None, help="seeded, stable subsample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--few-shot", action=argparse.BooleanOptionalAction, default=False,
+                        help="prefix one worked example (the studies' protocol; default off)")
+    parser.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True,
+                        help="let models with a thinking mode think (default on)")
+    parser.add_argument("--data-dir", default=None, help="benchmark files (default $MATHRL_DATA_DIR)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from mathrl.data import REGISTRY
+    from mathrl.errors import UserError
+    from mathrl.eval.run import SUMMARY_HEADER, EvalConfig, evaluate, summary_rows
+    from mathrl.sampling.factory import make_sampler
+
+    benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
+    unknown = [b for b in benchmarks if b not in REGISTRY]
+    if unknown:
+        raise UserError(f"--benchmarks: unknown {', '.join(unknown)}; see `mathrl data list`")
+    cfg = EvalConfig(model=args.model, adapter=args.adapter, benchmarks=benchmarks, n=args.n,
+                     temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                     num_problems=args.num_problems, seed=args.seed, few_shot=args.few_shot,
+                     thinking=args.thinking)
+    sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size)
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        def progress(name):
+            task = bar.add_task(name, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        results = evaluate(sampler, cfg, args.out, args.data_dir, progress)
+    table = Table(*SUMMARY_HEADER, title=f"{args.model} (temperature {cfg.temperature}, "
+                  f"max {cfg.max_tokens} tokens{', few-shot' if cfg.few_shot else ''})")
+    for row in summary_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    for name, m in results.items():
+        timing = m["timing"]
+        if timing["tokens_per_second"]:
+            console.print(f"{name}: {timing['new_tokens']} new tokens in {timing['sampling_seconds']:.1f}s "
+                          f"({timing['tokens_per_second']:.0f} tokens/s)")
+    console.print(f"wrote {args.out}/eval/<benchmark>/{{samples.jsonl,metrics.json}}")
+    return 0

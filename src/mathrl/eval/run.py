@@ -1,0 +1,205 @@
+"""``mathrl eval``: sample a model on benchmarks, grade every sample, write resumable run folders.
+
+Layout of ``OUT``::
+
+    config.yaml                     the evaluation's settings (a rerun must match them)
+    metrics.jsonl                   one line per finished benchmark, keys eval/<name>/<metric>
+    eval/<benchmark>/samples.jsonl  every completion, graded, one line each
+    eval/<benchmark>/metrics.json   accuracy with CIs, pass@k, maj@k, token statistics
+
+Resuming: problems are processed in fixed chunks, each sampled with a seed derived from the run
+seed and the chunk's index, and each chunk's lines are appended in one write and fsynced. A
+rerun skips chunks already on disk (a torn last line from a kill is dropped) and samples the
+rest exactly as an uninterrupted run would, so the final files match it: nothing lost, nothing
+doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from mathrl.data import load_dataset
+from mathrl.errors import UserError
+from mathrl.eval.metrics import summarize
+from mathrl.grading import extract_answer, grade
+from mathrl.grading.normalize import compact, normalize
+from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
+from mathrl.sampling import Sampler, SamplingParams
+from mathrl.types import Problem
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str
+    benchmarks: tuple[str, ...]
+    adapter: str | None = None
+    n: int = 1
+    temperature: float = 0.01
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    num_problems: int | None = None
+    seed: int = 0
+    few_shot: bool = False
+    thinking: bool = True
+    system_prompt: str = SYSTEM_PROMPT
+    chunk_size: int = 32  # problems per resumable unit (and per sampling call)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` next to ``path`` and rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_config(out_dir: Path, cfg: EvalConfig) -> None:
+    """Record ``cfg`` in ``out_dir``; a rerun into the same folder must use the same settings."""
+    path = out_dir / "config.yaml"
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    if path.is_file():
+        existing = yaml.safe_load(path.read_text())
+        if existing != wanted:
+            changed = sorted(k for k in wanted if existing.get(k) != wanted[k])
+            raise UserError(f"{out_dir} holds an evaluation with other settings ({', '.join(changed)}); "
+                            "rerun with the same arguments to resume, or use another --out")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, yaml.safe_dump(wanted, sort_keys=False))
+
+
+def chunk_seed(seed: int, benchmark: str, chunk: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{chunk}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def read_samples(path: Path, n: int) -> dict[str, list[dict]]:
+    """Samples on disk by problem id, keeping only complete groups of ``n``.
+
+    A line cut short by a kill is dropped, and the file is rewritten without it, so the next
+    append starts on a clean line.
+    """
+    if not path.is_file():
+        return {}
+    raw = path.read_bytes()
+    complete, _, torn = raw.rpartition(b"\n")
+    groups: dict[str, list[dict]] = {}
+    for line in complete.decode("utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            groups.setdefault(row["problem_id"], []).append(row)
+    if torn:
+        write_atomic(path, complete.decode("utf-8") + ("\n" if complete else ""))
+    return {pid: rows for pid, rows in groups.items() if len(rows) == n}
+
+
+def sample_rows(problem: Problem, benchmark: str, extract: str, completions) -> list[dict]:
+    rows = []
+    for index, c in enumerate(completions):
+        extracted = extract_answer(c.text, extract)
+        rows.append({
+            "benchmark": benchmark, "problem_id": problem.id, "sample_index": index,
+            "problem": problem.problem, "gold": problem.answer, "level": problem.level,
+            "subject": problem.subject, "response": c.text, "extracted": extracted,
+            "correct": grade(c.text, problem.answer, extract, problem.tolerance),
+            "answer_key": compact(normalize(extracted)) if extracted is not None else None,
+            "finish_reason": c.finish_reason, "n_tokens": c.n_tokens,
+            "n_thinking_tokens": c.n_thinking_tokens,
+        })
+    return rows
+
+
+def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_dir: Path,
+                       data_dir: str | None = None,
+                       on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Evaluate one benchmark into ``out_dir/eval/<benchmark>/``, resuming what is there."""
+    dataset = load_dataset(benchmark, data_dir, num_problems=cfg.num_problems, seed=cfg.seed)
+    bench_dir = out_dir / "eval" / benchmark
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = bench_dir / "samples.jsonl"
+    done = read_samples(samples_path, cfg.n)
+    problems = list(dataset.problems)
+    few_shot = few_shot_for(benchmark) if cfg.few_shot else None
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                            enable_thinking=cfg.thinking)
+    new_tokens, sampling_s = 0, 0.0
+    finished = sum(p.id in done for p in problems)
+    if on_progress:
+        on_progress(finished, len(problems))
+    for index in range(0, len(problems), cfg.chunk_size):
+        chunk = problems[index:index + cfg.chunk_size]
+        if all(p.id in done for p in chunk):
+            continue
+        seeded = SamplingParams(**{**asdict(params), "seed": chunk_seed(cfg.seed, benchmark, index)})
+        start = time.perf_counter()
+        groups = sampler.sample([problem_messages(p, cfg.system_prompt, few_shot=few_shot) for p in chunk],
+                                cfg.n, seeded)
+        sampling_s += time.perf_counter() - start
+        lines = []
+        for problem, completions in zip(chunk, groups, strict=True):
+            if problem.id in done:
+                continue
+            rows = sample_rows(problem, benchmark, dataset.extract, completions)
+            new_tokens += sum(r["n_tokens"] for r in rows)
+            done[problem.id] = rows
+            lines += [json.dumps(r, ensure_ascii=False) for r in rows]
+        with samples_path.open("a", encoding="utf-8") as f:  # one write per chunk, then fsync
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        finished += len(chunk)
+        if on_progress:
+            on_progress(finished, len(problems))
+    metrics = summarize([done[p.id] for p in problems])
+    metrics.update(benchmark=benchmark, source=dataset.origin,
+                   timing={"sampling_seconds": round(sampling_s, 3), "new_tokens": new_tokens,
+                           "tokens_per_second": new_tokens / sampling_s if sampling_s else None})
+    write_atomic(bench_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def evaluate(sampler: Sampler, cfg: EvalConfig, out_dir: Path, data_dir: str | None = None,
+             progress: Callable[[str], Callable[[int, int], None]] | None = None) -> dict[str, dict]:
+    """Evaluate every benchmark of ``cfg``; returns metrics by benchmark."""
+    out_dir = Path(out_dir)
+    check_config(out_dir, cfg)
+    results = {}
+    for benchmark in cfg.benchmarks:
+        results[benchmark] = evaluate_benchmark(sampler, cfg, benchmark, out_dir, data_dir,
+                                                progress(benchmark) if progress else None)
+        log_metrics(out_dir, {f"eval/{benchmark}/{k}": v for k, v in results[benchmark].items()
+                              if isinstance(v, int | float) and not isinstance(v, bool)})
+    return results
+
+
+def log_metrics(out_dir: Path, values: dict) -> None:
+    """Append one line to the run's one metrics sink, ``metrics.jsonl``."""
+    with (Path(out_dir) / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": time.time(), **values}) + "\n")
+
+
+def summary_rows(results: dict[str, dict]) -> Sequence[tuple[str, ...]]:
+    """Table rows: benchmark, problems x n, accuracy +- CI, pass@n, tokens, thinking, efficiency."""
+    rows = []
+    for name, m in results.items():
+        n = m["n"]
+        rows.append((
+            name, f"{m['problems']} x {n}",
+            f"{100 * m['accuracy']:.1f} ± {100 * m['ci95_normal']:.1f}",
+            f"{100 * m['ci95_wilson'][0]:.1f}-{100 * m['ci95_wilson'][1]:.1f}",
+            f"{100 * m['pass_at_k'].get(str(n), m['accuracy']):.1f}",
+            f"{m['mean_tokens']:.0f} / {m['median_tokens']:.0f} / {m['p90_tokens']:.0f}",
+            f"{m['mean_thinking_tokens']:.0f} ({100 * m['thinking_share']:.0f}%)",
+            f"{m['efficiency']:.3f}", f"{100 * m['truncation_rate']:.1f}%"))
+    return rows
+
+
+SUMMARY_HEADER = ("benchmark", "problems x n", "acc % ± 95% CI", "Wilson 95%", "pass@n %",
+                  "tokens mean/median/p90", "thinking tokens", "efficiency", "truncated")
