@@ -31,8 +31,9 @@ def test_greedy_is_deterministic_and_grouped_by_prompt(tiny):
     assert alone.token_ids == first[3][0].token_ids  # padding in a batch changes nothing
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
 def test_logprobs_match_a_teacher_forced_forward_pass(tiny, temperature):
+    """RL forms importance ratios against these: they must be the model's own log-softmax."""
     model, tokenizer = tiny
     sampler = HFSampler(model, tokenizer, batch_size=8)
     prompts = [problem_messages(p) for p in PROBLEMS]
@@ -77,6 +78,22 @@ def test_stop_strings_end_the_text(tiny):
     (c,), = sampler.sample([problem_messages(PROBLEMS[0])], 1,
                            SamplingParams(temperature=0, max_tokens=128, stop=("</think>",)))
     assert c.finish_reason == "stop" and "</think>" not in c.text and c.text.startswith("<think>")
+
+
+def test_prefill_is_shared_by_the_n_samples_of_a_prompt(tiny):
+    model, tokenizer = tiny
+    sampler = HFSampler(model, tokenizer, batch_size=64)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    params = SamplingParams(temperature=1.5, max_tokens=24, seed=0)
+    try:
+        (group,) = sampler.sample([problem_messages(PROBLEMS[2])], 8, params)
+    finally:
+        hook.remove()
+    assert calls[0][0] == 1 and calls[0][1] > 1  # one prefill row for the prompt
+    assert calls[1] == (8, 1)  # then 8 rows, one per sample
+    assert len({c.token_ids for c in group}) > 1
 
 
 def test_token_id_prompts_are_used_as_given(tiny):

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefix one worked example (the studies' protocol; default off)")
     parser.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True,
                         help="let models with a thinking mode think (default on)")
+    parser.add_argument("--chunk-size", type=int, default=32,
+                        help="problems per resumable unit (part of the run's settings)")
     parser.add_argument("--data-dir", default=None, help="benchmark files (default $MATHRL_DATA_DIR)")
     parser.set_defaults(run=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(model=args.model, adapter=args.adapter, benchmarks=benchmarks, n=args.n,
                      temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                      num_problems=args.num_problems, seed=args.seed, few_shot=args.few_shot,
-                     thinking=args.thinking)
+                     thinking=args.thinking, chunk_size=args.chunk_size)
     sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size)
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -28,6 +28,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     enable_thinking: bool = True
+    ignore_eos: bool = False  # decode max_tokens whatever the model emits (benchmarks)
 
     @property
     def greedy(self) -> bool:

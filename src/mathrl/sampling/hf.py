@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from mathrl.sampling import Prompt, SamplingParams
@@ -13,11 +13,13 @@ from mathrl.types import Completion
 
 
 class HFSampler:
-    """Samples a transformers causal LM in this process.
+    """Samples a transformers causal LM in this process with its own KV-cached decode loop.
 
-    ``batch_size`` counts sequences (prompts x n) decoded together. Logprobs are taken from the
-    processed scores (after temperature, top-k, top-p), i.e. under the distribution each token
-    was drawn from; for greedy decoding they are the model's own (temperature 1) logprobs.
+    Each prompt is prefilled once and its cache repeated for its ``n`` samples; rows that have
+    stopped leave the batch, so the cost follows the live rows, not the longest one.
+    ``batch_size`` counts sequences (prompts x n) decoded together. Logprobs are those of the
+    distribution each token was drawn from (after temperature, top-k, top-p); for greedy
+    decoding they are the model's own (temperature 1) logprobs.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -45,55 +47,78 @@ class HFSampler:
         if params.greedy and n > 1:
             # Greedy samples are all the same sequence: decode it once.
             return [group * n for group in self.sample(encoded, 1, params)]
+        generator = torch.Generator(self.device)
+        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         per_batch = max(1, self.batch_size // n)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         out: list[list[Completion]] = []
         for start in range(0, len(encoded), per_batch):
-            out.extend(self._sample_batch(encoded[start:start + per_batch], n, params))
+            out.extend(self._sample_batch(encoded[start:start + per_batch], n, params, generator))
         return out
 
     @torch.inference_mode()
-    def _sample_batch(self, prompt_ids: list[list[int]], n: int,
-                      params: SamplingParams) -> list[list[Completion]]:
-        pad = self.tokenizer.pad_token_id
+    def _sample_batch(self, prompt_ids: list[list[int]], n: int, params: SamplingParams,
+                      generator: torch.Generator) -> list[list[Completion]]:
+        device, pad = self.device, self.tokenizer.pad_token_id
         width = max(len(p) for p in prompt_ids)
-        input_ids_B_P = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids])
-        attention_B_P = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
-        kwargs = dict(
-            max_new_tokens=params.max_tokens,
-            num_return_sequences=n,
-            output_scores=True,
-            return_dict_in_generate=True,
-            eos_token_id=self.stop_ids,
-            pad_token_id=pad,
-        )
-        if params.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k or None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        result = self.model.generate(
-            input_ids=input_ids_B_P.to(self.device),
-            attention_mask=attention_B_P.to(self.device), **kwargs)
-        new_ids_S_T = result.sequences[:, width:].cpu()  # S = prompts x n, rows grouped by prompt
-        scores_S_T_V = torch.stack(result.scores, dim=1).float()
-        logprobs_S_T = torch.log_softmax(scores_S_T_V, dim=-1).gather(
-            -1, new_ids_S_T.to(scores_S_T_V.device).unsqueeze(-1)).squeeze(-1).cpu()
-        completions = [self._completion(ids.tolist(), lps.tolist(), len(prompt_ids[s // n]), params)
-                       for s, (ids, lps) in enumerate(zip(new_ids_S_T, logprobs_S_T, strict=True))]
+        input_ids_B_P = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)
+        attention_B_P = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids],
+                                     device=device)
+        positions_B_P = (attention_B_P.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=input_ids_B_P, attention_mask=attention_B_P, position_ids=positions_B_P,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits_S_V = out.logits[:, -1].float()
+        if n > 1:  # prefill once, then one cache row per sample: S = B x n, grouped by prompt
+            cache.batch_repeat_interleave(n)
+            logits_S_V = logits_S_V.repeat_interleave(n, 0)
+            attention_B_P = attention_B_P.repeat_interleave(n, 0)
+            positions_B_P = positions_B_P.repeat_interleave(n, 0)
+        n_rows, max_new = logits_S_V.shape[0], params.max_tokens
+        # Preallocated: the mask grows by slicing, tokens and logprobs are written by row index.
+        attention_S_T = torch.cat([attention_B_P, attention_B_P.new_ones(n_rows, max_new)], dim=-1)
+        tokens_S_T = torch.full((n_rows, max_new), -1, dtype=torch.long, device=device)
+        logprobs_S_T = torch.zeros((n_rows, max_new), device=device)
+        next_position_S = positions_B_P[:, -1] + 1
+        live_S = torch.arange(n_rows, device=device)  # original row of each live row
+        stop_ids = torch.tensor([] if params.ignore_eos else self.stop_ids, device=device, dtype=torch.long)
+        for step in range(max_new):
+            token_S, logprob_S = _draw(logits_S_V, params, generator)
+            tokens_S_T[live_S, step] = token_S
+            logprobs_S_T[live_S, step] = logprob_S
+            done_S = torch.isin(token_S, stop_ids)
+            if params.stop:
+                hits = [self._hit_stop_string(tokens_S_T[r, :step + 1].tolist(), params.stop)
+                        for r in live_S.tolist()]
+                done_S |= torch.tensor(hits, device=device)
+            if step == max_new - 1:
+                break
+            if done_S.any():
+                keep = (~done_S).nonzero().squeeze(-1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                live_S, token_S = live_S[keep], token_S[keep]
+                attention_S_T, next_position_S = attention_S_T[keep], next_position_S[keep]
+            out = self.model(input_ids=token_S[:, None], attention_mask=attention_S_T[:, :width + step + 1],
+                             position_ids=next_position_S[:, None], past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
+            logits_S_V = out.logits[:, -1].float()
+            next_position_S = next_position_S + 1
+        completions = []
+        for r, (row_tokens, row_logprobs) in enumerate(zip(tokens_S_T.tolist(), logprobs_S_T.tolist(),
+                                                           strict=True)):
+            length = row_tokens.index(-1) if -1 in row_tokens else max_new
+            completions.append(self._completion(row_tokens[:length], row_logprobs[:length],
+                                                len(prompt_ids[r // n]), params))
         return [completions[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
+
+    def _hit_stop_string(self, ids: list[int], stops: tuple[str, ...]) -> bool:
+        tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=True)
+        return any(stop in tail for stop in stops)
 
     def _completion(self, ids: list[int], logprobs: list[float], prompt_n_tokens: int,
                     params: SamplingParams) -> Completion:
-        end, finish = len(ids), "length"
-        for t, tok in enumerate(ids):
-            if tok in self.stop_ids:
-                end, finish = t + 1, "stop"
-                break
-        ids, logprobs = ids[:end], logprobs[:end]
+        finish = "stop" if ids and ids[-1] in self.stop_ids else "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         for stop in params.stop:
             cut = text.find(stop)
@@ -103,6 +128,26 @@ class HFSampler:
             token_ids=tuple(ids), logprobs=tuple(logprobs), text=text, finish_reason=finish,
             n_thinking_tokens=count_thinking_tokens(ids, self.think_open_id, self.think_close_id),
             prompt_n_tokens=prompt_n_tokens)
+
+
+def _draw(logits_S_V: torch.Tensor, params: SamplingParams,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its logprob under the distribution it was drawn from."""
+    if params.greedy:
+        token_S = logits_S_V.argmax(-1)
+        return token_S, torch.log_softmax(logits_S_V, -1).gather(-1, token_S[:, None])[:, 0]
+    scores_S_V = logits_S_V / params.temperature
+    if params.top_k:
+        kth = scores_S_V.topk(min(params.top_k, scores_S_V.shape[-1]), dim=-1).values[:, -1:]
+        scores_S_V = scores_S_V.masked_fill(scores_S_V < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_S_V, order_S_V = scores_S_V.sort(dim=-1, descending=True)
+        cumulative = sorted_S_V.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_S_V.softmax(-1) >= params.top_p  # keep the token that crosses p
+        scores_S_V = scores_S_V.masked_fill(drop.scatter(-1, order_S_V, drop), float("-inf"))
+    logprobs_S_V = torch.log_softmax(scores_S_V, -1)
+    token_S = torch.multinomial(logprobs_S_V.exp(), 1, generator=generator)[:, 0]
+    return token_S, logprobs_S_V.gather(-1, token_S[:, None])[:, 0]
 
 
 def count_thinking_tokens(ids: Sequence[int], open_id: int | None, close_id: int | None) -> int:
