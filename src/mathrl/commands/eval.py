@@ -39,13 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich import box
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from mathrl.data import REGISTRY
     from mathrl.errors import UserError
-    from mathrl.eval.run import SUMMARY_HEADER, EvalConfig, evaluate, summary_rows
+    from mathrl.eval.run import EvalConfig, evaluate, summary_table
     from mathrl.sampling.factory import make_sampler
 
     benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
@@ -65,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
             return lambda done, total: bar.update(task, completed=done, total=total)
 
         results = evaluate(sampler, cfg, args.out, args.data_dir, progress)
-    table = Table(*SUMMARY_HEADER, title=f"{args.model} (temperature {cfg.temperature}, "
-                  f"max {cfg.max_tokens} tokens{', few-shot' if cfg.few_shot else ''})")
-    for row in summary_rows(results):
+    header, rows = summary_table(results)
+    table = Table(title=f"{args.model} (temperature {cfg.temperature}, max {cfg.max_tokens} tokens"
+                  f"{', few-shot' if cfg.few_shot else ''}); tokens: mean/median/p90",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in header:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
         table.add_row(*row)
     console.print(table)
     for name, m in results.items():

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,21 +185,20 @@ def log_metrics(out_dir: Path, values: dict) -> None:
         f.write(json.dumps({"time": time.time(), **values}) + "\n")
 
 
-def summary_rows(results: dict[str, dict]) -> Sequence[tuple[str, ...]]:
-    """Table rows: benchmark, problems x n, accuracy +- CI, pass@n, tokens, thinking, efficiency."""
+def summary_table(results: dict[str, dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Console table header and rows; pass@n only when some benchmark has n > 1 (else it equals
+    accuracy). The Wilson interval and maj@k stay in metrics.json."""
+    with_pass = any(m["n"] > 1 for m in results.values())
+    header = ("benchmark", "problems", "acc % ± CI", *(("pass@n",) if with_pass else ()),
+              "tokens", "think", "eff.", "trunc.")
     rows = []
     for name, m in results.items():
         n = m["n"]
+        pass_n = (f"{100 * m['pass_at_k'].get(str(n), m['accuracy']):.1f}",) if with_pass else ()
         rows.append((
-            name, f"{m['problems']} x {n}",
-            f"{100 * m['accuracy']:.1f} ± {100 * m['ci95_normal']:.1f}",
-            f"{100 * m['ci95_wilson'][0]:.1f}-{100 * m['ci95_wilson'][1]:.1f}",
-            f"{100 * m['pass_at_k'].get(str(n), m['accuracy']):.1f}",
-            f"{m['mean_tokens']:.0f} / {m['median_tokens']:.0f} / {m['p90_tokens']:.0f}",
+            name, f"{m['problems']}x{n}",
+            f"{100 * m['accuracy']:.1f} ± {100 * m['ci95_normal']:.1f}", *pass_n,
+            f"{m['mean_tokens']:.0f}/{m['median_tokens']:.0f}/{m['p90_tokens']:.0f}",
             f"{m['mean_thinking_tokens']:.0f} ({100 * m['thinking_share']:.0f}%)",
-            f"{m['efficiency']:.3f}", f"{100 * m['truncation_rate']:.1f}%"))
-    return rows
-
-
-SUMMARY_HEADER = ("benchmark", "problems x n", "acc % ± 95% CI", "Wilson 95%", "pass@n %",
-                  "tokens mean/median/p90", "thinking tokens", "efficiency", "truncated")
+            f"{m['efficiency']:.3f}", f"{100 * m['truncation_rate']:.0f}%"))
+    return header, rows
