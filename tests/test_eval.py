@@ -112,3 +112,17 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_bad_arguments_are_one_line(tmp_path, args, message):
     out = _eval(tmp_path / "a", *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_incomplete_group_is_resampled_not_doubled(tmp_path):
+    args = ["--benchmarks", "arith", "--num-problems", "16", "--n", "2", "--temperature", "1.0",
+            "--chunk-size", "8", "--max-tokens", "48"]
+    assert _eval(tmp_path / "a", *args).returncode == 0
+    path = tmp_path / "a" / "eval" / "arith" / "samples.jsonl"
+    complete = path.read_text()
+    lines = complete.splitlines(keepends=True)
+    path.write_text("".join(lines[:16] + lines[17:]))  # one sample of the 9th problem missing
+    assert _eval(tmp_path / "a", *args).returncode == 0
+    rows = _samples(path)
+    assert len(rows) == 32 and len({(r["problem_id"], r["sample_index"]) for r in rows}) == 32
+    assert sorted(path.read_text().splitlines()) == sorted(complete.splitlines())

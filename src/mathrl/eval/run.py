@@ -29,7 +29,7 @@ import yaml
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
 from mathrl.eval.metrics import summarize
-from mathrl.grading import extract_answer, grade
+from mathrl.grading import answers_match, extract_answer
 from mathrl.grading.normalize import compact, normalize
 from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
 from mathrl.sampling import Sampler, SamplingParams
@@ -83,21 +83,23 @@ def chunk_seed(seed: int, benchmark: str, chunk: int) -> int:
 def read_samples(path: Path, n: int) -> dict[str, list[dict]]:
     """Samples on disk by problem id, keeping only complete groups of ``n``.
 
-    A line cut short by a kill is dropped, and the file is rewritten without it, so the next
-    append starts on a clean line.
+    Anything else (a line cut short by a kill, a group missing samples) is dropped and the file
+    rewritten without it, so those problems are sampled again and never appear twice.
     """
     if not path.is_file():
         return {}
-    raw = path.read_bytes()
-    complete, _, torn = raw.rpartition(b"\n")
+    text = path.read_text(encoding="utf-8")
+    complete, _, torn = text.rpartition("\n")
     groups: dict[str, list[dict]] = {}
-    for line in complete.decode("utf-8").splitlines():
+    for line in complete.splitlines():
         if line.strip():
             row = json.loads(line)
             groups.setdefault(row["problem_id"], []).append(row)
-    if torn:
-        write_atomic(path, complete.decode("utf-8") + ("\n" if complete else ""))
-    return {pid: rows for pid, rows in groups.items() if len(rows) == n}
+    kept = {pid: rows for pid, rows in groups.items() if len(rows) == n}
+    if torn or len(kept) < len(groups):
+        write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                   for rows in kept.values() for r in rows))
+    return kept
 
 
 def sample_rows(problem: Problem, benchmark: str, extract: str, completions) -> list[dict]:
@@ -108,7 +110,7 @@ def sample_rows(problem: Problem, benchmark: str, extract: str, completions) -> 
             "benchmark": benchmark, "problem_id": problem.id, "sample_index": index,
             "problem": problem.problem, "gold": problem.answer, "level": problem.level,
             "subject": problem.subject, "response": c.text, "extracted": extracted,
-            "correct": grade(c.text, problem.answer, extract, problem.tolerance),
+            "correct": answers_match(extracted, problem.answer, problem.tolerance),
             "answer_key": compact(normalize(extracted)) if extracted is not None else None,
             "finish_reason": c.finish_reason, "n_tokens": c.n_tokens,
             "n_thinking_tokens": c.n_thinking_tokens,
@@ -154,7 +156,7 @@ def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_di
             f.write("".join(line + "\n" for line in lines))
             f.flush()
             os.fsync(f.fileno())
-        finished += len(chunk)
+        finished = sum(p.id in done for p in problems)
         if on_progress:
             on_progress(finished, len(problems))
     metrics = summarize([done[p.id] for p in problems])

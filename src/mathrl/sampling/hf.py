@@ -48,7 +48,9 @@ class HFSampler:
             # Greedy samples are all the same sequence: decode it once.
             return [group * n for group in self.sample(encoded, 1, params)]
         generator = torch.Generator(self.device)
-        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        # Unseeded calls draw their seed from torch's global RNG: reproducible under seed_everything.
+        generator.manual_seed(params.seed if params.seed is not None
+                              else int(torch.randint(0, 2**62, (1,)).item()))
         per_batch = max(1, self.batch_size // n)
         out: list[list[Completion]] = []
         for start in range(0, len(encoded), per_batch):

@@ -31,7 +31,7 @@ class SamplerError(UserError):
 class OpenAISampler:
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
                  concurrency: int = 16, timeout_s: float = 600.0, max_retries: int = 6,
-                 backoff_s: float = 0.5):
+                 backoff_s: float = 0.5, request_token_ids: bool = True):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -39,6 +39,8 @@ class OpenAISampler:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        # vLLM and mathrl serve return token ids on request; hosted APIs may reject the field.
+        self.request_token_ids = request_token_ids
 
     def sample(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> list[list[Completion]]:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
@@ -48,7 +50,9 @@ class OpenAISampler:
         chat = not (prompt and isinstance(prompt[0], int))
         body = {"model": self.model, "n": n, "max_tokens": params.max_tokens,
                 "temperature": 0.0 if params.greedy else params.temperature, "top_p": params.top_p,
-                "logprobs": True if chat else 1, "return_token_ids": True}
+                "logprobs": True if chat else 1}
+        if self.request_token_ids:
+            body["return_token_ids"] = True
         if chat:
             body["messages"] = list(prompt)
             if not params.enable_thinking:
