@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -22,39 +20,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _requests(path: Path, extract: str):
-    from mathrl.data.rows import DataError
+    from mathrl.data.rows import DataError, read_file_rows
     from mathrl.grading.batch import GradeRequest
 
     rows, requests = [], []
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object")
-            if not isinstance(row.get("gold"), str | int | float) or isinstance(row.get("gold"), bool):
-                raise DataError(f"{path}:{line_no}: field 'gold' is missing or not a string")
-            if not isinstance(row.get("response", row.get("answer")), str | int | float):
-                raise DataError(f"{path}:{line_no}: field 'response' (or 'answer') is missing")
-            tolerance = row.get("tolerance")
-            if tolerance is not None and not isinstance(tolerance, int | float):
-                raise DataError(f"{path}:{line_no}: field 'tolerance' must be a number")
-            response = row.get("response")
-            requests.append(GradeRequest(
-                gold=str(row["gold"]), response=None if response is None else str(response),
-                answer=None if "answer" not in row or row["answer"] is None else str(row["answer"]),
-                extract=extract, tolerance=tolerance))
-            rows.append(row)
+    for row in read_file_rows(path):
+        if row.error is not None:
+            raise DataError(f"{row.where}: {row.error}")
+        data = row.data
+        if not isinstance(data.get("gold"), str | int | float) or isinstance(data.get("gold"), bool):
+            raise DataError(f"{row.where}: field 'gold' is missing or not a string")
+        if not isinstance(data.get("response", data.get("answer")), str | int | float):
+            raise DataError(f"{row.where}: field 'response' (or 'answer') is missing")
+        tolerance = data.get("tolerance")
+        if tolerance is not None and not isinstance(tolerance, int | float):
+            raise DataError(f"{row.where}: field 'tolerance' must be a number")
+        response = data.get("response")
+        requests.append(GradeRequest(
+            gold=str(data["gold"]), response=None if response is None else str(response),
+            answer=None if data.get("answer") is None else str(data["answer"]),
+            extract=extract, tolerance=tolerance))
+        rows.append(data)
     return rows, requests
 
 
 def run(args: argparse.Namespace) -> int:
+    from mathrl.fileio import write_atomic
     from mathrl.grading import grade_many
 
     rows, requests = _requests(args.file, args.extract)
@@ -64,12 +55,8 @@ def run(args: argparse.Namespace) -> int:
     text = "".join(line + "\n" for line in lines)
     if args.out is None:
         sys.stdout.write(text)
-    else:  # written aside and renamed: an interrupted run leaves no half-written file
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=args.out.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, args.out)
+    else:
+        write_atomic(args.out, text)
     correct = sum(r.correct for r in results)
     print(f"graded {len(results)}: {correct} correct ({correct / max(1, len(results)):.1%})", file=sys.stderr)
     return 0

@@ -48,35 +48,28 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mathrl.device import choose_device, choose_dtype
     from mathrl.errors import UserError
     from mathrl.grading import extract_answer, grade
-    from mathrl.models import load_model, load_tokenizer
+    from mathrl.sampling.factory import make_sampler
     from mathrl.tasks import arith
-    from mathrl.toy.evaluate import arith_accuracy, greedy_completions
+    from mathrl.toy.evaluate import accuracy_report, greedy_completions
 
     try:
         levels = tuple(int(x) for x in args.levels.split(","))
         problems = arith.eval_problems(levels, args.num_problems or arith.EVAL_PROBLEMS)
     except ValueError as err:
         raise UserError(f"--levels: {err}") from None
-    try:
-        device = choose_device(args.device)
-        tokenizer = load_tokenizer(args.model)
-        model = load_model(args.model, device, choose_dtype(device), args.adapter)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load model {args.model!r}: {err}") from None
+    sampler = make_sampler(args.model, args.adapter, device=args.device)
+    completions = greedy_completions(sampler, problems)
 
     console = Console()
-    if args.show:
-        shown = problems[:args.show]
-        for p, c in zip(shown, greedy_completions(model, tokenizer, shown), strict=True):
-            mark = "[green]correct[/]" if grade(c.text, p.answer) else "[red]wrong[/]"
-            console.rule(f"{p.id} (level {p.level})")
-            console.print(p.problem, markup=False)
-            console.print(c.text, markup=False, style="dim")
-            console.print(f"extracted {extract_answer(c.text)!r}, gold {p.answer!r}: {mark}")
-    result = arith_accuracy(model, tokenizer, problems)
+    for p, c in zip(problems[:args.show], completions, strict=False):
+        mark = "[green]correct[/]" if grade(c.text, p.answer) else "[red]wrong[/]"
+        console.rule(f"{p.id} (level {p.level})")
+        console.print(p.problem, markup=False)
+        console.print(c.text, markup=False, style="dim")
+        console.print(f"extracted {extract_answer(c.text)!r}, gold {p.answer!r}: {mark}")
+    result = accuracy_report(problems, completions)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

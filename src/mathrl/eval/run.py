@@ -29,6 +29,7 @@ import yaml
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
 from mathrl.eval.metrics import summarize
+from mathrl.fileio import write_atomic
 from mathrl.grading import answers_match, extract_answer
 from mathrl.grading.normalize import compact, normalize
 from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
@@ -51,13 +52,6 @@ class EvalConfig:
     thinking: bool = True
     system_prompt: str = SYSTEM_PROMPT
     chunk_size: int = 32  # problems per resumable unit (and per sampling call)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` next to ``path`` and rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_config(out_dir: Path, cfg: EvalConfig) -> None:

@@ -7,24 +7,20 @@ from collections.abc import Sequence
 
 from mathrl.grading import grade
 from mathrl.prompts import problem_messages
-from mathrl.sampling import SamplingParams
-from mathrl.sampling.hf import HFSampler
+from mathrl.sampling import Sampler, SamplingParams
 from mathrl.types import Completion, Problem
 
 EVAL_MAX_TOKENS = 256
 
 
-def greedy_completions(model, tokenizer, problems: Sequence[Problem],
-                       max_tokens: int = EVAL_MAX_TOKENS, batch_size: int = 64) -> list[Completion]:
-    sampler = HFSampler(model, tokenizer, batch_size=batch_size)
+def greedy_completions(sampler: Sampler, problems: Sequence[Problem],
+                       max_tokens: int = EVAL_MAX_TOKENS) -> list[Completion]:
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
     return [c[0] for c in sampler.sample([problem_messages(p) for p in problems], 1, params)]
 
 
-def arith_accuracy(model, tokenizer, problems: Sequence[Problem],
-                   max_tokens: int = EVAL_MAX_TOKENS) -> dict:
+def accuracy_report(problems: Sequence[Problem], completions: Sequence[Completion]) -> dict:
     """Greedy accuracy overall and per level, graded by the one grader."""
-    completions = greedy_completions(model, tokenizer, problems, max_tokens)
     by_level: dict[int, list[bool]] = defaultdict(list)
     for problem, completion in zip(problems, completions, strict=True):
         by_level[problem.level].append(grade(completion.text, problem.answer))
@@ -36,3 +32,7 @@ def arith_accuracy(model, tokenizer, problems: Sequence[Problem],
         "per_level": {str(lv): sum(v) / len(v) for lv, v in sorted(by_level.items())},
         "mean_tokens": sum(c.n_tokens for c in completions) / len(completions),
     }
+
+
+def arith_accuracy(sampler: Sampler, problems: Sequence[Problem], max_tokens: int = EVAL_MAX_TOKENS) -> dict:
+    return accuracy_report(problems, greedy_completions(sampler, problems, max_tokens))

@@ -112,6 +112,7 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
     The folder is written next to ``out_dir`` and renamed into place, so an interrupted run
     never leaves a half-written model behind.
     """
+    from mathrl.sampling.hf import HFSampler
     from mathrl.toy.evaluate import arith_accuracy
 
     seed_everything(cfg.seed)
@@ -148,7 +149,7 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
     train_s = time.time() - t0
 
     test = arith.eval_problems(cfg.eval_levels, cfg.eval_problems)
-    accuracy = arith_accuracy(model, tokenizer, test)
+    accuracy = arith_accuracy(HFSampler(model, tokenizer), test)
     report = {"config": asdict(cfg), "parameters": n_params, "vocab_size": len(tokenizer),
               "train_seconds": round(train_s, 1), "final_loss": round(loss_ema, 4), **accuracy}
     log(f"greedy accuracy on arith test levels {list(cfg.eval_levels)}: "
