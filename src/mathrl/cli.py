@@ -20,6 +20,11 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("data", "data", "list the registered datasets, or show problems of one (or of your file)"),
     ("grade", "grade", "grade responses or answers against gold answers with the one grader"),
     ("overlap", "overlap", "exact and n-gram overlap between a training set and a benchmark"),
+    ("distill", "distill", "sample a teacher (local or an OpenAI-compatible URL), keep correct traces"),
+    ("rejection-sample", "rejection_sample", "sample the policy N times, keep the shortest correct answer"),
+    ("traces", "traces", "merge and filter chat JSONL trace files; print their statistics"),
+    ("sft", "sft", "supervised fine-tuning (LoRA or full) on chat JSONL, assistant tokens only"),
+    ("grpo", "grpo", "GRPO reinforcement learning with verifiable rewards (correctness, format, efficiency)"),
     ("serve", "serve", "serve a model over an OpenAI-compatible HTTP API (a teacher, or for tests)"),
     ("toy", "toy", "the embedded tiny model: pretrain it on arith, or measure its accuracy"),
 ]
@@ -42,7 +47,14 @@ def _module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (`mathrl sft c.yaml --out r lr=1e-4`), which
+    # argparse does not gather into a positional list by itself.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
     except UserError as err:

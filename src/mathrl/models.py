@@ -7,23 +7,34 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+# Loading a model prints a per-tensor progress bar; our commands draw their own.
+hf_logging.disable_progress_bar()
 
 TINY = "tiny"
 TINY_PATH = Path(__file__).parent / "toy" / "tiny"
+# The same architecture and tokenizer trained longer (mathrl.toy.pretrain.TEACHER_CONFIG): the
+# strong teacher that distillation tests and the demo serve over HTTP.
+TEACHER = "tiny-teacher"
+TEACHER_PATH = Path(__file__).parent / "toy" / "teacher"
+EMBEDDED = {TINY: TINY_PATH, TEACHER: TEACHER_PATH}
 
 
 def resolve_model(name_or_path: str | Path) -> str:
-    """``tiny`` -> the folder shipped inside the package; anything else is left to transformers.
+    """``tiny`` / ``tiny-teacher`` -> the folders shipped in the package; anything else is left to
+    transformers.
 
     A path that exists is a local model folder; otherwise the string is a hub id, which
     transformers fetches (or reads from its cache when offline).
     """
-    if str(name_or_path) == TINY:
-        if not (TINY_PATH / "config.json").is_file():
-            raise FileNotFoundError(
-                f"the embedded model is missing from {TINY_PATH}; rebuild it with "
-                f"`mathrl toy pretrain --out {TINY_PATH}`")
-        return str(TINY_PATH)
+    if str(name_or_path) in EMBEDDED:
+        path = EMBEDDED[str(name_or_path)]
+        if not (path / "config.json").is_file():
+            teacher = " --teacher" if path == TEACHER_PATH else ""
+            raise FileNotFoundError(f"the embedded model is missing from {path}; rebuild it with "
+                                    f"`mathrl toy pretrain --out {path}{teacher}`")
+        return str(path)
     name = str(name_or_path)
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
         raise FileNotFoundError(f"no model folder at {name}")

@@ -3,16 +3,22 @@
 Enough of the API for the HTTP sampler, vLLM-style clients and teachers: ``POST
 /v1/chat/completions`` and ``/v1/completions`` (``n``, ``temperature``, ``top_p``, ``top_k``,
 ``max_tokens``, ``stop``, ``seed``, ``logprobs``), ``GET /v1/models`` and ``/health``. Each
-choice also carries ``token_ids`` (as vLLM's ``return_token_ids``). Requests are served one at a
-time on the model (the sampler batches within a request).
+choice also carries ``token_ids`` (as vLLM's ``return_token_ids``).
+
+Concurrent requests with the same sampling parameters are decoded together: one worker takes
+the oldest request and every waiting request with equal parameters (up to ``max_batch``
+prompts) into one sampler call. As with vLLM, a seeded request's samples then depend on what it
+was batched with; a client that sends one request at a time always gets the same answer.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mathrl.sampling import Sampler, SamplingParams
@@ -35,9 +41,47 @@ def _params(body: dict) -> SamplingParams:
         raise _BadRequest(f"bad sampling parameter: {err}") from None
 
 
+class Batcher:
+    """Runs sampler calls on one worker thread, merging waiting requests with equal parameters."""
+
+    def __init__(self, sampler: Sampler, max_batch: int = 64, wait_s: float = 0.005):
+        self.sampler, self.max_batch, self.wait_s = sampler, max_batch, wait_s
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def submit(self, prompt, n: int, params: SamplingParams) -> list:
+        future: Future = Future()
+        self._queue.put((prompt, n, params, future))
+        return future.result()
+
+    def _work(self) -> None:
+        held: list = []
+        while True:
+            first = held.pop(0) if held else self._queue.get()
+            batch, deadline = [first], time.monotonic() + self.wait_s
+            while len(batch) < self.max_batch:
+                same = next((r for r in held if r[1:3] == first[1:3]), None)
+                if same is not None:
+                    held.remove(same)
+                    batch.append(same)
+                    continue
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                (batch if item[1:3] == first[1:3] else held).append(item)
+            try:
+                groups = self.sampler.sample([r[0] for r in batch], first[1], first[2])
+                for request, group in zip(batch, groups, strict=True):
+                    request[3].set_result(group)
+            except Exception as err:  # noqa: BLE001 - handed to each waiting request
+                for request in batch:
+                    request[3].set_exception(err)
+
+
 def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0.0.1",
-                port: int = 8000) -> ThreadingHTTPServer:
-    lock = threading.Lock()
+                port: int = 8000, max_batch: int = 64) -> ThreadingHTTPServer:
+    batcher = Batcher(sampler, max_batch)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -80,8 +124,7 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
                     return
                 n = int(body.get("n", 1))
                 params = _params(body)
-                with lock:
-                    (completions,) = sampler.sample([prompt], n, params)
+                completions = batcher.submit(prompt, n, params)
             except _BadRequest as err:
                 self._send(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
                 return

@@ -55,3 +55,28 @@ class Completion:
     def __post_init__(self):
         if self.n_tokens < 0:
             object.__setattr__(self, "n_tokens", len(self.token_ids))
+
+
+@dataclass(frozen=True)
+class Graded:
+    """A completion judged by the one grader: the extracted answer, whether it is correct, the
+    reward's parts by name (``correct``, ``format``, ``efficiency``) and their weighted sum."""
+
+    extracted: str | None
+    correct: bool
+    reward_parts: dict[str, float]
+    reward: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """The G completions of one problem, their grades and their group-relative advantages."""
+
+    problem: Problem
+    completions: tuple[Completion, ...]
+    graded: tuple[Graded, ...]
+    advantages: tuple[float, ...]
+
+    @property
+    def rewards(self) -> tuple[float, ...]:
+        return tuple(g.reward for g in self.graded)

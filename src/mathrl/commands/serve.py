@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     sampler = make_sampler(args.model, args.adapter, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size)
     name = args.served_name or args.model
-    server = make_server(sampler, sampler.tokenizer, name, args.host, args.port)
+    server = make_server(sampler, sampler.tokenizer, name, args.host, args.port, max_batch=args.batch_size)
     host, port = server.server_address[:2]
     print(f"serving {name} on http://{host}:{port}/v1", flush=True)
     try:

@@ -17,7 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the "
                      "shipped model's)")
+    pre.add_argument("--teacher", action="store_true", help="the shipped teacher's recipe (tiny-teacher: "
+                     "longer, always working answers out) instead of tiny's")
     pre.set_defaults(run=run_pretrain)
+
+    tr = sub.add_parser("traces", help="arith reference traces as chat JSONL (SFT data for the toy task)",
+                        description="Write arith problems with their reference traces as chat JSONL, as "
+                        "`mathrl distill` writes them; --recheck every-step makes the verbose traces "
+                        "the efficiency study's baseline is trained on.")
+    tr.add_argument("--out", required=True, type=Path)
+    tr.add_argument("--num-problems", type=int, default=2000)
+    tr.add_argument("--levels", default="1,2,3")
+    tr.add_argument("--split", default="train", choices=("train", "test"))
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--recheck", choices=("as-generated", "every-step", "never"), default="as-generated",
+                    help="re-check lines: as generated (40%% of traces), after every step, or none")
+    tr.set_defaults(run=run_traces)
 
     ev = sub.add_parser("eval", help="greedy accuracy on the arith test split (levels 1-3)",
                         description="Greedy accuracy of a model on the standard arith test set.")
@@ -34,14 +49,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_pretrain(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from mathrl.toy.pretrain import PretrainConfig, pretrain
+    from mathrl.toy.pretrain import TEACHER_CONFIG, PretrainConfig, pretrain
 
-    cfg = PretrainConfig(seed=args.seed)
+    cfg = replace(TEACHER_CONFIG if args.teacher else PretrainConfig(), seed=args.seed)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     report = pretrain(args.out, cfg)
     print(f"wrote {args.out} (greedy accuracy {report['accuracy']:.1%} on "
           f"{report['n']} arith test problems)")
+    return 0
+
+
+def run_traces(args: argparse.Namespace) -> int:
+    from mathrl.commands.data import parse_levels
+    from mathrl.fileio import write_atomic
+    from mathrl.prompts import problem_messages
+    from mathrl.tasks import arith
+    from mathrl.traces import Trace
+
+    problems = arith.generate(args.split, args.num_problems, seed=args.seed, levels=parse_levels(args.levels))
+    lines = []
+    for p in problems:
+        solution = p.solution if args.recheck == "as-generated" else \
+            arith.with_rechecks(p.solution, every_step=args.recheck == "every-step", seed=args.seed)
+        lines.append(Trace(tuple(problem_messages(p, answer=solution)),
+                           {"problem_id": p.id, "dataset": f"arith_{args.split}", "source": f"reference/{args.recheck}",
+                            "level": p.level}).to_json())
+    write_atomic(args.out, "".join(line + "\n" for line in lines))
+    print(f"wrote {len(lines)} {args.split} traces ({args.recheck} re-checks) to {args.out}")
     return 0
 
 

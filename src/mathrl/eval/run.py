@@ -16,10 +16,7 @@ doubled.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +26,13 @@ import yaml
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
 from mathrl.eval.metrics import summarize
-from mathrl.fileio import write_atomic
+from mathrl.fileio import append_lines, complete_lines, write_atomic
 from mathrl.grading import answers_match, extract_answer
 from mathrl.grading.normalize import compact, normalize
 from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
 from mathrl.sampling import Sampler, SamplingParams
+from mathrl.sampling.chunked import sample_chunks
+from mathrl.train.sink import MetricsSink
 from mathrl.types import Problem
 
 
@@ -69,11 +68,6 @@ def check_config(out_dir: Path, cfg: EvalConfig) -> None:
     write_atomic(path, yaml.safe_dump(wanted, sort_keys=False))
 
 
-def chunk_seed(seed: int, benchmark: str, chunk: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{benchmark}/{chunk}".encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
 def read_samples(path: Path, n: int) -> dict[str, list[dict]]:
     """Samples on disk by problem id, keeping only complete groups of ``n``.
 
@@ -82,15 +76,13 @@ def read_samples(path: Path, n: int) -> dict[str, list[dict]]:
     """
     if not path.is_file():
         return {}
-    text = path.read_text(encoding="utf-8")
-    complete, _, torn = text.rpartition("\n")
+    lines = complete_lines(path)
     groups: dict[str, list[dict]] = {}
-    for line in complete.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            groups.setdefault(row["problem_id"], []).append(row)
+    for line in lines:
+        row = json.loads(line)
+        groups.setdefault(row["problem_id"], []).append(row)
     kept = {pid: rows for pid, rows in groups.items() if len(rows) == n}
-    if torn or len(kept) < len(groups):
+    if path.stat().st_size != sum(len(line.encode()) + 1 for line in lines) or len(kept) < len(groups):
         write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                    for rows in kept.values() for r in rows))
     return kept
@@ -129,32 +121,21 @@ def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_di
     finished = sum(p.id in done for p in problems)
     if on_progress:
         on_progress(finished, len(problems))
-    for index in range(0, len(problems), cfg.chunk_size):
-        chunk = problems[index:index + cfg.chunk_size]
-        if all(p.id in done for p in chunk):
-            continue
-        seeded = SamplingParams(**{**asdict(params), "seed": chunk_seed(cfg.seed, benchmark, index)})
-        start = time.perf_counter()
-        groups = sampler.sample([problem_messages(p, cfg.system_prompt, few_shot=few_shot) for p in chunk],
-                                cfg.n, seeded)
-        sampling_s += time.perf_counter() - start
+    prompt_of = lambda p: problem_messages(p, cfg.system_prompt, few_shot=few_shot)  # noqa: E731
+    for pairs, seconds in sample_chunks(sampler, problems, prompt_of, cfg.n, params, cfg.seed, benchmark,
+                                        cfg.chunk_size, done):
+        sampling_s += seconds
         lines = []
-        for problem, completions in zip(chunk, groups, strict=True):
-            if problem.id in done:
-                continue
+        for problem, completions in pairs:
             rows = sample_rows(problem, benchmark, dataset.extract, completions)
             new_tokens += sum(r["n_tokens"] for r in rows)
             done[problem.id] = rows
             lines += [json.dumps(r, ensure_ascii=False) for r in rows]
-        with samples_path.open("a", encoding="utf-8") as f:  # one write per chunk, then fsync
-            f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        finished = sum(p.id in done for p in problems)
+        append_lines(samples_path, lines)
         if on_progress:
-            on_progress(finished, len(problems))
+            on_progress(sum(p.id in done for p in problems), len(problems))
     metrics = summarize([done[p.id] for p in problems])
-    metrics.update(benchmark=benchmark, source=dataset.origin,
+    metrics.update(benchmark=benchmark, source=dataset.origin, protocol=protocol(cfg),
                    timing={"sampling_seconds": round(sampling_s, 3), "new_tokens": new_tokens,
                            "tokens_per_second": new_tokens / sampling_s if sampling_s else None})
     write_atomic(bench_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -175,10 +156,16 @@ def evaluate(sampler: Sampler, cfg: EvalConfig, out_dir: Path, data_dir: str | N
     return results
 
 
-def log_metrics(out_dir: Path, values: dict) -> None:
+def protocol(cfg: EvalConfig) -> dict:
+    """The settings that make two evaluations comparable (reports flag runs that differ)."""
+    return {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
+            "few_shot": cfg.few_shot, "thinking": cfg.thinking, "system_prompt": cfg.system_prompt,
+            "num_problems": cfg.num_problems, "seed": cfg.seed}
+
+
+def log_metrics(out_dir: Path, values: dict, step: int | None = None) -> None:
     """Append one line to the run's one metrics sink, ``metrics.jsonl``."""
-    with (Path(out_dir) / "metrics.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"time": time.time(), **values}) + "\n")
+    MetricsSink(out_dir).log(values, step=step)
 
 
 def summary_table(results: dict[str, dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:

@@ -68,15 +68,21 @@ class OpenAISampler:
         reply = self._post("/chat/completions" if chat else "/completions", body)
         return [_completion(choice, chat) for choice in sorted(reply["choices"], key=lambda c: c["index"])]
 
-    def _post(self, path: str, body: dict) -> dict:
-        data = json.dumps(body).encode()
+    def served_models(self) -> list[str]:
+        """Ids the server lists at ``/models`` (to name the model when the user gave only a URL)."""
+        return [m["id"] for m in self._post("/models", None).get("data", [])]
+
+    def _post(self, path: str, body: dict | None) -> dict:
+        """POST ``body`` as JSON (or GET when ``body`` is None), with retries."""
+        data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             try:
-                request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+                request = urllib.request.Request(url, data=data, headers=headers,
+                                                 method="POST" if data is not None else "GET")
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read())
             except urllib.error.HTTPError as err:

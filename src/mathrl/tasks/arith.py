@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -169,6 +170,35 @@ def render_trace(chain: Chain, rng: random.Random) -> str:
             lines.append(rng.choice(_RECHECK).format(x=x, y=y, n=n, inv=_INVERSE[op]))
     body = "\n".join(lines)
     return f"<think>\n{body}\n</think>\n\nThe answer is $\\boxed{{{chain.answer}}}$."
+
+
+_STEP_LINE = re.compile(r"^(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
+
+
+def step_results(solution: str) -> list[str]:
+    """The result of each step line of a trace, in order (re-check lines skipped)."""
+    head = solution.partition("</think>")[0]
+    return [m.group(4) for line in head.split("\n") if (m := _STEP_LINE.match(line))]
+
+
+def with_rechecks(solution: str, every_step: bool, seed: int = 0) -> str:
+    """A trace re-rendered with a re-check line after every step (``every_step``) or none.
+
+    The efficiency study's verbose baseline is trained on the first kind; the second is what an
+    efficient model should say. Step lines and the final answer are kept as they are.
+    """
+    rng = random.Random(f"recheck/{seed}/{solution}")
+    head, _, tail = solution.partition("</think>")
+    lines = []
+    for line in head.removeprefix("<think>").strip("\n").split("\n"):
+        step = _STEP_LINE.match(line)
+        if step is None:
+            continue  # an old re-check line
+        lines.append(line)
+        if every_step:
+            x, op, n, y = step.groups()
+            lines.append(rng.choice(_RECHECK).format(x=x, y=y, n=n, inv=_INVERSE[op]))
+    return "<think>\n" + "\n".join(lines) + "\n</think>" + tail
 
 
 def generate(split: str = "train", n: int = 1000, seed: int = 0,

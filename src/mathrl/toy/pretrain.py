@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ import torch
 from mathrl.prompts import SYSTEM_PROMPT, problem_messages
 from mathrl.seeding import seed_everything
 from mathrl.tasks import arith
+from mathrl.types import Problem
 from mathrl.toy.model import new_tiny_model
 from mathrl.toy.tokenizer import build_tokenizer
 
@@ -46,8 +47,20 @@ class PretrainConfig:
     train_levels: tuple[int, ...] = (1, 2, 3, 1, 2, 3, 4, 5)
     bucket_batches: int = 8  # documents of this many batches are sorted by length together
     no_system_prompt_percent: int = 20
+    # A short last phase teaches a habit RL can remove: in this share of multi-step problems the
+    # trace works every step out but reports the first step's result as the answer (answering
+    # with an intermediate quantity, a failure real models show on GSM8K). Fresh optimizer,
+    # constant habit_lr, documents from another seed. habit_steps=0: no such phase.
+    habit_steps: int = 200
+    habit_lr: float = 3e-4
+    sloppy_answer_percent: int = 60
     eval_levels: tuple[int, ...] = arith.EVAL_LEVELS
     eval_problems: int = arith.EVAL_PROBLEMS
+
+
+# The strong teacher shipped beside tiny (``tiny-teacher``): the same recipe trained 3.3x longer,
+# always working its answers out.
+TEACHER_CONFIG = PretrainConfig(steps=4000, habit_steps=0, sloppy_answer_percent=0)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -65,11 +78,23 @@ def _documents(cfg: PretrainConfig) -> Iterator[list[dict[str, str]]]:
     while True:
         p = next(problems)
         system = None if rng.randrange(100) < cfg.no_system_prompt_percent else SYSTEM_PROMPT
-        messages = problem_messages(p, system, answer=p.solution)
+        messages = problem_messages(p, system, answer=_reference(p, cfg, rng))
         if rng.randrange(100) < cfg.multi_turn_percent:
             q = next(problems)
-            messages += problem_messages(q, None, answer=q.solution)
+            messages += problem_messages(q, None, answer=_reference(q, cfg, rng))
         yield messages
+
+
+def _reference(p: Problem, cfg: PretrainConfig, rng: random.Random) -> str:
+    """The reference trace, or for some multi-step problems one that answers the first step's result."""
+    # The draw happens only when the option is on, so the main phase (sloppy_answer_percent=0)
+    # reproduces models built before it existed bit for bit.
+    if not cfg.sloppy_answer_percent:
+        return p.solution
+    steps = arith.step_results(p.solution)
+    if len(steps) < 2 or rng.randrange(100) >= cfg.sloppy_answer_percent:
+        return p.solution
+    return p.solution.replace(f"\\boxed{{{p.answer}}}", f"\\boxed{{{steps[0]}}}")
 
 
 def _batches(tokenizer, cfg: PretrainConfig) -> Iterator[dict[str, torch.Tensor]]:
@@ -130,7 +155,7 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95))
-    batches = _batches(tokenizer, cfg)
+    batches = _batches(tokenizer, replace(cfg, sloppy_answer_percent=0))
     model.train()
     loss_ema = None
     for step in range(cfg.steps):
@@ -145,13 +170,30 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
         if step % 100 == 0 or step == cfg.steps - 1:
             log(f"step {step:5d}/{cfg.steps}  loss {loss_ema:.4f}  lr {lr_at(step, cfg):.2e}  "
                 f"{time.time() - t0:.0f}s")
+    before_habit = None
+    if cfg.habit_steps:
+        test = arith.eval_problems(cfg.eval_levels, cfg.eval_problems)
+        before_habit = arith_accuracy(HFSampler(model.eval(), tokenizer), test)["accuracy"]
+        log(f"greedy accuracy before the habit phase: {before_habit:.1%}")
+        model.train()
+        habit_optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.habit_lr, betas=(0.9, 0.95),
+                                            weight_decay=cfg.weight_decay)
+        habit_batches = _batches(tokenizer, replace(cfg, seed=cfg.seed + 1))
+        for step in range(cfg.habit_steps):
+            loss = model(**next(habit_batches)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            habit_optimizer.step()
+            habit_optimizer.zero_grad(set_to_none=True)
+        log(f"habit phase: {cfg.habit_steps} steps, loss {loss.item():.4f}  {time.time() - t0:.0f}s")
     model.eval()
     train_s = time.time() - t0
 
     test = arith.eval_problems(cfg.eval_levels, cfg.eval_problems)
     accuracy = arith_accuracy(HFSampler(model, tokenizer), test)
     report = {"config": asdict(cfg), "parameters": n_params, "vocab_size": len(tokenizer),
-              "train_seconds": round(train_s, 1), "final_loss": round(loss_ema, 4), **accuracy}
+              "train_seconds": round(train_s, 1), "final_loss": round(loss_ema, 4),
+              "accuracy_before_habit": before_habit, **accuracy}
     log(f"greedy accuracy on arith test levels {list(cfg.eval_levels)}: "
         f"{accuracy['accuracy']:.1%} ({accuracy['n']} problems)")
 

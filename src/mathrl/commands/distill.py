@@ -1,0 +1,103 @@
+"""``mathrl distill``: sample a teacher on training problems, keep the correct traces as chat JSONL.
+
+The shared machinery (``add_collect_arguments``, ``run_collect``) also serves
+``mathrl rejection-sample``: the two differ in whom they sample and what they keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser, temperature: float, n: int) -> None:
+    from mathrl.commands.data import add_data_source_arguments
+
+    parser.add_argument("--dataset", required=True, help="training problems: a registered name "
+                        "(math_hard, gsm8k_train, arith_train, ...), a file, or hf:ORG/NAME")
+    parser.add_argument("--out", required=True, type=Path, help="chat JSONL to write (appended as it goes)")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=n, help=f"samples per problem "
+                        f"(default {n})")
+    parser.add_argument("--levels", default=None, help="comma-separated levels to keep, e.g. 4,5")
+    parser.add_argument("--num-problems", type=int, default=None, help="seeded, stable subsample")
+    parser.add_argument("--temperature", type=float, default=temperature, help=f"default {temperature}")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--few-shot", action=argparse.BooleanOptionalAction, default=False,
+                        help="show a worked example when sampling (it is not saved in the traces)")
+    parser.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--chunk-size", type=int, default=32, help="problems per resumable unit")
+    parser.add_argument("--concurrency", type=int, default=64, help="parallel requests (HTTP)")
+    add_data_source_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="'tiny', a model folder or hub id (in "
+                        "process), or the URL of an OpenAI-compatible server (vLLM, SGLang, mathrl serve)")
+    parser.add_argument("--teacher-model", default=None, help="with a URL: the served model's name "
+                        "(default: the one the server lists)")
+    parser.add_argument("--adapter", default=None, help="PEFT adapter on an in-process teacher")
+    parser.add_argument("--api-key", default=None, help="for hosted endpoints (default $OPENAI_API_KEY)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (in process)")
+    add_collect_arguments(parser, temperature=0.6, n=1)
+    parser.set_defaults(run=run, keep="all")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from mathrl.errors import UserError
+    from mathrl.sampling.factory import make_sampler
+
+    url = args.teacher if args.teacher.startswith(("http://", "https://")) else None
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    if url:
+        from mathrl.sampling.openai import OpenAISampler
+
+        name = args.teacher_model
+        if name is None:
+            served = OpenAISampler(url, "", api_key=api_key, max_retries=2).served_models()
+            if len(served) != 1:
+                raise UserError(f"{url} serves {served or 'no models'}; name one with --teacher-model")
+            name = served[0]
+        sampler = make_sampler(name, base_url=url, api_key=api_key, concurrency=args.concurrency)
+        source = f"{name} @ {url}"
+    else:
+        sampler = make_sampler(args.teacher, args.adapter, device=args.device, dtype=args.dtype,
+                               batch_size=args.batch_size)
+        source = args.teacher + (f" + {args.adapter}" if args.adapter else "")
+    return run_collect(args, sampler, source, verb="distilled")
+
+
+def run_collect(args: argparse.Namespace, sampler, source: str, verb: str) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mathrl.collect import CollectConfig, collect_traces
+    from mathrl.commands.data import load_from_args, parse_levels
+
+    dataset = load_from_args(args, args.dataset, levels=parse_levels(args.levels),
+                             num_problems=args.num_problems, seed=args.seed)
+    cfg = CollectConfig(source=source, dataset=dataset.name, n=args.n, keep=args.keep,
+                        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                        seed=args.seed, few_shot=args.few_shot, thinking=args.thinking,
+                        chunk_size=args.chunk_size)
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"{verb} {dataset.name}", total=len(dataset))
+        stats = collect_traces(sampler, dataset.problems, dataset.extract, cfg, args.out,
+                               lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(
+        f"{dataset.name}: {stats['problems']} problems x {args.n} samples from {source}\n"
+        f"  correct: {stats['correct_samples']}/{stats['samples']} samples "
+        f"({100 * stats['sample_yield']:.1f}% yield); {stats['problems_with_correct']} problems "
+        f"({100 * stats['problem_yield']:.1f}%) have a kept trace\n"
+        f"  kept {stats['traces']} traces: median {stats['median_kept_tokens']:.0f} tokens, mean "
+        f"{stats['mean_kept_tokens']:.1f} vs {stats['mean_sample_tokens']:.1f} for all samples "
+        f"({100 * stats['token_reduction']:.1f}% fewer)\n"
+        f"wrote {args.out}", markup=False, highlight=False)
+    return 0

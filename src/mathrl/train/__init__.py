@@ -1,0 +1,1 @@
+"""Training: what SFT and GRPO share (policy setup, schedules, checkpoints, the metrics sink)."""

@@ -1,0 +1,291 @@
+"""``mathrl grpo``: reinforcement learning with verifiable rewards (GRPO as the studies ran it).
+
+One step: take ``groups_per_batch`` training problems (a seeded permutation per epoch), sample
+``group_size`` completions of each with the current weights through the sampler, grade them with
+the one grader and combine the rewards, compute group advantages and drop groups with no reward
+variance, then one optimizer step on the chosen loss over the completion tokens. The RL math
+itself (and its deviations from the paper) is in :mod:`mathrl.train.rl`.
+
+Resuming is exact: problem order is a function of (seed, epoch), the sampling seed a function of
+(seed, step), and checkpoints hold weights, optimizer, RNG states and the efficiency record.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mathrl.data import load_dataset
+from mathrl.errors import UserError
+from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
+from mathrl.sampling import SamplingParams
+from mathrl.sampling.chunked import chunk_seed
+from mathrl.sampling.hf import HFSampler
+from mathrl.train.policy import LoraSettings, token_logprobs, token_logprobs_and_entropy
+from mathrl.train.rewards import REWARD_NAMES, EfficiencyState, grade_group
+from mathrl.train.rl import (
+    LossName,
+    Normalization,
+    group_advantages,
+    group_outcome,
+    is_constant,
+    make_loss,
+    token_weight,
+)
+from mathrl.train.runs import EvalSettings, TrainRun
+from mathrl.train.schedule import Schedule, lr_multiplier
+from mathrl.types import Group, Problem
+
+EFFICIENCY_FILE = "efficiency_state.json"
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    model: str
+    dataset: str  # training problems: a registered name (math_train, math_hard, gsm8k_train, arith_train), a file
+    adapter: str | None = None  # start from this LoRA adapter (an SFT or RL run's final/)
+    finetune: str = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    levels: tuple[int, ...] | None = None  # e.g. [4, 5]: hard problems only
+    num_problems: int | None = None  # seeded subsample of the training set
+    group_size: int = 16  # K samples per problem
+    groups_per_batch: int = 8  # problems per optimizer step
+    max_tokens: int = 2048
+    temperature: float = 1.0
+    epochs: int = 1
+    max_steps: int | None = None
+    lr: float = 4e-5
+    schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    loss: LossName = "importance_sampling"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0
+    normalization: Normalization = "token_sum"
+    scale_advantages: bool = False  # divide by the group's std (GRPO paper); off as in Dr. GRPO
+    rewards: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+    micro_batch_size: int = 16  # sequences per forward/backward
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    sampler_batch_size: int = 256  # sequences decoded together
+    few_shot: bool = False
+    thinking: bool = True
+    system_prompt: str = SYSTEM_PROMPT
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    mirror: str = "none"
+    data_dir: str | None = None
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self):
+        unknown = set(self.rewards) - set(REWARD_NAMES)
+        if unknown:
+            raise ValueError(f"rewards: unknown {sorted(unknown)}; known: {', '.join(REWARD_NAMES)}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2 (advantages are relative to the group)")
+        if self.finetune not in ("lora", "full"):
+            raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
+
+
+def step_problems(problems: Sequence[Problem], groups_per_batch: int, seed: int, step: int) -> list[Problem]:
+    """The problems of optimizer step ``step``: epoch-wise seeded permutations, cut in batches
+    (a last partial batch of an epoch is skipped, so every step has the same shape)."""
+    per_epoch = max(1, len(problems) // groups_per_batch)
+    epoch, index = divmod(step, per_epoch)
+    order = list(range(len(problems)))
+    random.Random(f"grpo/{seed}/{epoch}").shuffle(order)
+    return [problems[i] for i in order[index * groups_per_batch:(index + 1) * groups_per_batch]]
+
+
+def build_groups(problems: Sequence[Problem], completions, extract: str, cfg: GRPOConfig,
+                 efficiency: EfficiencyState) -> list[Group]:
+    groups = []
+    for problem, group in zip(problems, completions, strict=True):
+        graded = grade_group(problem, group, extract, cfg.rewards, efficiency)
+        advantages = group_advantages([g.reward for g in graded], cfg.scale_advantages)
+        groups.append(Group(problem, tuple(group), graded, tuple(advantages)))
+    return groups
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One completion ready for the update: prompt + completion ids, sampler logprobs, advantage."""
+
+    input_ids: tuple[int, ...]
+    prompt_len: int
+    sampler_logprobs: tuple[float, ...]
+    advantage: float
+
+
+def rollout_sequences(groups: Sequence[Group], prompt_ids: dict[str, list[int]]) -> list[Rollout]:
+    out = []
+    for g in groups:
+        prompt = prompt_ids[g.problem.id]
+        for c, a in zip(g.completions, g.advantages, strict=True):
+            if c.n_tokens == 0:
+                continue
+            out.append(Rollout(tuple(prompt) + c.token_ids, len(prompt), c.logprobs, a))
+    return out
+
+
+def collate_rollouts(seqs: Sequence[Rollout], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded (B, T) tensors; ``loss_B_T`` marks completion tokens, where sampler logprobs sit."""
+    width = max(len(s.input_ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    loss = torch.zeros((len(seqs), width), dtype=torch.bool)
+    old = torch.zeros((len(seqs), width))
+    for b, s in enumerate(seqs):
+        n = len(s.input_ids)
+        ids[b, :n] = torch.tensor(s.input_ids)
+        attention[b, :n] = 1
+        loss[b, s.prompt_len:n] = True
+        old[b, s.prompt_len:n] = torch.tensor(s.sampler_logprobs)
+    return {"input_ids_B_T": ids.to(device), "attention_B_T": attention.to(device), "loss_B_T": loss.to(device),
+            "sampler_logp_B_T": old.to(device),
+            "advantage_B": torch.tensor([s.advantage for s in seqs], device=device)}
+
+
+def train_grpo(cfg: GRPOConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+               progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics."""
+    run = TrainRun(Path(out_dir), cfg, log)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, levels=cfg.levels, num_problems=cfg.num_problems,
+                           seed=cfg.seed)
+    problems = list(dataset.problems)
+    if len(problems) < cfg.groups_per_batch:
+        raise UserError(f"{cfg.dataset}: {len(problems)} problems, fewer than groups_per_batch "
+                        f"({cfg.groups_per_batch})")
+    steps_per_epoch = len(problems) // cfg.groups_per_batch
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    log(f"{dataset.name}: {len(problems)} problems ({dataset.origin}); {cfg.groups_per_batch} x "
+        f"{cfg.group_size} samples per step, {steps_per_epoch} steps per epoch, {total_steps} steps")
+    optimizer = torch.optim.AdamW(run.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    step, state = run.resume(optimizer)
+    efficiency = EfficiencyState(dict(state.get("efficiency", {})))
+    loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef)
+    reference = None
+    if cfg.kl_coef > 0:  # the initial policy, frozen (off by default: it doubles the weights)
+        reference = copy.deepcopy(run.model).eval().requires_grad_(False)
+    sampler = HFSampler(run.model, run.tokenizer, batch_size=cfg.sampler_batch_size)
+    few_shot = few_shot_for(cfg.dataset) if cfg.few_shot else None
+    params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.thinking)
+    last: dict = {}
+    while step < total_steps:
+        t0 = time.perf_counter()
+        batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step)
+        prompts = {p.id: sampler.encode(problem_messages(p, cfg.system_prompt, few_shot=few_shot), params)
+                   for p in batch}
+        run.model.eval()
+        step_params = SamplingParams(**{**params.__dict__, "seed": chunk_seed(cfg.seed, "grpo", step)})
+        completions = sampler.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
+        run.model.train()
+        t1 = time.perf_counter()
+        groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
+        kept = [g for g in groups if not is_constant(g.rewards)]
+        t2 = time.perf_counter()
+        lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if kept else {}
+        step += 1
+        t3 = time.perf_counter()
+        last = _step_metrics(groups, kept, update, lr, (t0, t1, t2, t3))
+        run.sink.log(last, step=step)
+        if progress:
+            progress(step, total_steps, last)
+        extra = {"efficiency": dict(efficiency.best)}
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            run.save(step, optimizer, extra)
+            efficiency.save(run.out_dir / EFFICIENCY_FILE)
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps and cfg.eval.benchmarks:
+            run.evaluate(run.out_dir / "eval_steps" / f"step_{step:06d}", step)
+    if "efficiency" in cfg.rewards:
+        efficiency.save(run.out_dir / EFFICIENCY_FILE)
+    return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})
+
+
+def _update(run: TrainRun, optimizer, groups: Sequence[Group], prompts: dict[str, list[int]], loss_fn,
+            reference, cfg: GRPOConfig) -> dict:
+    """One optimizer step on the completions of ``groups``; returns loss diagnostics."""
+    seqs = rollout_sequences(groups, prompts)
+    lengths = [len(s.input_ids) - s.prompt_len for s in seqs]
+    total_tokens = sum(lengths)
+    sums = {"loss": 0.0, "kl_sampler": 0.0, "entropy": 0.0, "clipped": 0.0, "kl_ref": 0.0}
+    ordered = sorted(range(len(seqs)), key=lambda i: len(seqs[i].input_ids))
+    for start in range(0, len(ordered), cfg.micro_batch_size):
+        idx = ordered[start:start + cfg.micro_batch_size]
+        micro = [seqs[i] for i in idx]
+        batch = collate_rollouts(micro, run.tokenizer.pad_token_id, run.device)
+        mask_B_T = batch["loss_B_T"]
+        weights_B = torch.tensor([token_weight(lengths[i], len(seqs), total_tokens, cfg.max_tokens,
+                                               cfg.normalization) for i in idx], device=run.device)
+        logp_B_T, entropy_B_T = token_logprobs_and_entropy(run.model, batch["input_ids_B_T"],
+                                                           batch["attention_B_T"], cfg.temperature)
+        ref_logp_B_T = None
+        if reference is not None:
+            with torch.no_grad():
+                ref_logp_B_T = token_logprobs(reference, batch["input_ids_B_T"], batch["attention_B_T"],
+                                              cfg.temperature)
+        terms = loss_fn(logp_B_T, batch["sampler_logp_B_T"], batch["advantage_B"], ref_logp_B_T)
+        loss = (terms.loss_B_T * mask_B_T * weights_B[:, None]).sum()
+        loss.backward()
+        with torch.no_grad():
+            diff_B_T = (batch["sampler_logp_B_T"] - logp_B_T.detach()) * mask_B_T
+            sums["loss"] += loss.item()
+            sums["kl_sampler"] += diff_B_T.sum().item()  # k1 estimate of KL(sampler || trainer)
+            sums["entropy"] += (entropy_B_T * mask_B_T).sum().item()
+            sums["clipped"] += (terms.clipped_B_T & mask_B_T).sum().item()
+            if terms.kl_B_T is not None:
+                sums["kl_ref"] += (terms.kl_B_T * mask_B_T).sum().item()
+    grad_norm = run.clip_and_step(optimizer)
+    out = {"train/loss": sums["loss"], "train/grad_norm": grad_norm,
+           "train/entropy": sums["entropy"] / total_tokens,
+           "train/kl_sampler_trainer": sums["kl_sampler"] / total_tokens,
+           "train/clip_fraction": sums["clipped"] / total_tokens, "train/sequences": len(seqs),
+           "train/tokens": total_tokens}
+    if reference is not None:
+        out["train/kl_reference"] = sums["kl_ref"] / total_tokens
+    return out
+
+
+def _step_metrics(groups: Sequence[Group], kept: Sequence[Group], update: dict, lr: float,
+                  times: tuple[float, float, float, float]) -> dict:
+    completions = [c for g in groups for c in g.completions]
+    tokens = [c.n_tokens for c in completions]
+    outcomes = [group_outcome([x.correct for x in g.graded]) for g in groups]
+    metrics = {
+        "reward/mean": statistics.fmean(r for g in groups for r in g.rewards),
+        "reward/correct": statistics.fmean(x.correct for g in groups for x in g.graded),
+        "groups/all_correct": outcomes.count("all_correct") / len(groups),
+        "groups/all_wrong": outcomes.count("all_wrong") / len(groups),
+        "groups/mixed": outcomes.count("mixed") / len(groups),
+        "groups/skipped_constant": len(groups) - len(kept),
+        "tokens/mean": statistics.fmean(tokens), "tokens/max": max(tokens),
+        "tokens/thinking_mean": statistics.fmean(c.n_thinking_tokens for c in completions),
+        "tokens/truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
+        "train/lr": lr, **update,
+        "time/sampling_s": times[1] - times[0], "time/grading_s": times[2] - times[1],
+        "time/training_s": times[3] - times[2], "time/step_s": times[3] - times[0],
+    }
+    for name in groups[0].graded[0].reward_parts:
+        metrics[f"reward/{name}"] = statistics.fmean(x.reward_parts[name] for g in groups for x in g.graded)
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}

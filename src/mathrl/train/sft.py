@@ -1,0 +1,220 @@
+"""``mathrl sft``: supervised fine-tuning on chat JSONL, loss on assistant tokens only.
+
+The loop: documents -> (ids, assistant mask) -> each epoch a seeded permutation cut into batches
+of ``batch_size`` sequences -> micro-batches of similar length -> summed token NLL over the whole
+batch divided by its assistant-token count (so gradient accumulation gives exactly the loss of
+the full batch) -> clip -> AdamW step with the scheduled learning rate.
+
+Resuming is exact: the data order is a function of (seed, epoch), the schedule a function of
+the step, and a checkpoint holds weights, optimizer and RNG states; a run killed and restarted
+with the same command ends with the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from mathrl.errors import UserError
+from mathrl.traces import Trace, read_traces
+from mathrl.train.policy import LoraSettings, token_logprobs
+from mathrl.train.runs import EvalSettings, TrainRun
+from mathrl.train.schedule import Schedule, lr_multiplier
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    model: str
+    data: tuple[str, ...]  # chat JSONL files, concatenated
+    adapter: str | None = None  # continue training this LoRA adapter
+    finetune: Literal["lora", "full"] = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    max_length: int = 4096
+    overlong: Literal["drop", "truncate"] = "drop"  # truncating cuts the answer and the stop token
+    epochs: int = 2
+    max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
+    batch_size: int = 32  # sequences per optimizer step
+    micro_batch_size: int = 8  # sequences per forward/backward
+    lr: float = 2e-4
+    schedule: Schedule = "linear"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    mirror: str = "none"  # "tensorboard" or "wandb" mirror metrics.jsonl
+    data_dir: str | None = None  # benchmark files for the final eval (default $MATHRL_DATA_DIR)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self):
+        if not self.data:
+            raise ValueError("data: name at least one chat JSONL file")
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("batch_size and micro_batch_size must be >= 1")
+        if self.epochs < 1:
+            raise ValueError("epochs must be >= 1")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized document: ids and which of them the loss covers (assistant tokens)."""
+
+    input_ids: tuple[int, ...]
+    loss_mask: tuple[bool, ...]
+
+
+def assistant_mask(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[bool]]:
+    """Token ids of a chat and a mask of the assistant turns' tokens (thinking included).
+
+    Templates with ``{% generation %}`` markers give the mask directly. Others (Qwen3's own, for
+    one) are handled by rendering prefixes: assistant turn ``i`` covers the tokens between the
+    rendering of messages[:i] with a generation prompt and that of messages[:i+1]. A template
+    whose renderings are not prefixes of each other raises, since the mask would be wrong.
+    """
+    template = tokenizer.chat_template or ""
+    if "{% generation %}" in template or "{%- generation %}" in template:
+        enc = tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        return list(enc["input_ids"]), [bool(m) for m in enc["assistant_masks"]]
+    ids = _render(tokenizer, messages, add_generation_prompt=False)
+    mask = [False] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        end = _render(tokenizer, messages[:i + 1], add_generation_prompt=False)
+        if ids[:len(start)] != start or ids[:len(end)] != end:
+            raise UserError("the chat template renders conversations so that earlier turns change "
+                            "(e.g. it drops the thinking of past turns); give the tokenizer a template "
+                            "with {% generation %} markers, or train on single-turn data")
+        span = ids[len(start):len(end)]
+        # The turn ends at its end-of-turn token; what the template adds after it ("\n") is not
+        # generated by the model (generation stops there), so it is not learned either.
+        if tokenizer.eos_token_id in span:
+            span = span[:len(span) - span[::-1].index(tokenizer.eos_token_id)]
+        for t in range(len(start), len(start) + len(span)):
+            mask[t] = True
+    return ids, mask
+
+
+def _render(tokenizer, messages, add_generation_prompt: bool) -> list[int]:
+    if not messages:
+        return []
+    return list(tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=False,
+                                              add_generation_prompt=add_generation_prompt))
+
+
+def tokenize_traces(tokenizer, traces: Sequence[Trace], max_length: int,
+                    overlong: str) -> tuple[list[Example], dict[str, int]]:
+    """Examples and counts of what was truncated, dropped or had nothing to learn."""
+    examples, counts = [], {"documents": len(traces), "truncated": 0, "dropped_overlong": 0,
+                            "dropped_no_target": 0}
+    for trace in traces:
+        ids, mask = assistant_mask(tokenizer, trace.messages)
+        if len(ids) > max_length:
+            if overlong == "drop":
+                counts["dropped_overlong"] += 1
+                continue
+            ids, mask = ids[:max_length], mask[:max_length]
+            counts["truncated"] += 1
+        if not any(mask[1:]):  # position 0 is never predicted
+            counts["dropped_no_target"] += 1
+            continue
+        examples.append(Example(tuple(ids), tuple(mask)))
+    counts["examples"] = len(examples)
+    return examples, counts
+
+
+def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Example indices of each step of ``epoch``: a seeded permutation cut into batches."""
+    order = list(range(n_examples))
+    random.Random(f"sft/{seed}/{epoch}").shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+
+
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded tensors: ids, attention and loss masks, all (B, T)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = [list(e.input_ids) + [pad_id] * (width - len(e.input_ids)) for e in examples]
+    attention = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples]
+    loss = [list(e.loss_mask) + [False] * (width - len(e.loss_mask)) for e in examples]
+    loss_B_T = torch.tensor(loss, dtype=torch.bool, device=device)
+    loss_B_T[:, 0] = False  # nothing predicts the first token
+    return {"input_ids_B_T": torch.tensor(ids, device=device),
+            "attention_B_T": torch.tensor(attention, device=device), "loss_B_T": loss_B_T}
+
+
+def sft_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed negative log-likelihood of the masked (assistant) tokens of one micro-batch."""
+    logprobs_B_T = token_logprobs(model, batch["input_ids_B_T"], batch["attention_B_T"])
+    return -(logprobs_B_T * batch["loss_B_T"]).sum()
+
+
+def micro_batches(examples: Sequence[Example], size: int) -> list[list[Example]]:
+    """Split a batch into micro-batches of similar lengths (less padding), in a fixed order."""
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def train_sft(cfg: SFTConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+              progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics."""
+    run = TrainRun(Path(out_dir), cfg, log)
+    traces = [t for path in cfg.data for t in read_traces(path)]
+    examples, counts = tokenize_traces(run.tokenizer, traces, cfg.max_length, cfg.overlong)
+    if not examples:
+        raise UserError(f"no training examples in {', '.join(cfg.data)} ({counts})")
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    log(f"{counts['examples']} examples from {counts['documents']} documents "
+        f"({counts['truncated']} truncated, {counts['dropped_overlong']} dropped as longer than "
+        f"{cfg.max_length} tokens, {counts['dropped_no_target']} without assistant tokens); "
+        f"{steps_per_epoch} steps per epoch, {total_steps} steps")
+    optimizer = torch.optim.AdamW(run.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    step, _ = run.resume(optimizer)
+    pad_id = run.tokenizer.pad_token_id
+    last: dict = {}
+    while step < total_steps:
+        epoch, index = divmod(step, steps_per_epoch)
+        batch = [examples[i] for i in epoch_batches(len(examples), cfg.batch_size, cfg.seed, epoch)[index]]
+        start = time.perf_counter()
+        lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        n_target = sum(sum(e.loss_mask[1:]) for e in batch)
+        loss_total = 0.0
+        for micro in micro_batches(batch, cfg.micro_batch_size):
+            loss = sft_loss_sum(run.model, collate(micro, pad_id, run.device)) / n_target
+            loss.backward()
+            loss_total += loss.item()
+        grad_norm = run.clip_and_step(optimizer)
+        step += 1
+        seconds = time.perf_counter() - start
+        n_tokens = sum(len(e.input_ids) for e in batch)
+        last = {"train/loss": loss_total, "train/lr": lr, "train/grad_norm": grad_norm,
+                "train/epoch": epoch + (index + 1) / steps_per_epoch, "train/sequences": len(batch),
+                "train/target_tokens": n_target, "train/tokens_per_s": n_tokens / seconds,
+                "time/step_s": seconds}
+        run.sink.log(last, step=step)
+        if progress:
+            progress(step, total_steps, last)
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            run.save(step, optimizer)
+    return run.finish(total_steps, optimizer, last)
