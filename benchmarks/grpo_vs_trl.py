@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--problems", type=int, default=2000)
     parser.add_argument("--eval-problems", type=int, default=300)

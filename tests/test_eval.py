@@ -38,7 +38,7 @@ def test_arith_eval_prints_a_table_and_writes_recomputable_metrics(tmp_path):
     assert len(samples) == 200 and metrics["problems"] == 200
     assert metrics["accuracy"] == sum(s["correct"] for s in samples) / 200
     assert _without_timing(summarize([[s] for s in samples])) == {
-        k: v for k, v in _without_timing(metrics).items() if k not in ("benchmark", "source")}
+        k: v for k, v in _without_timing(metrics).items() if k not in ("benchmark", "source", "protocol")}
     assert f"{100 * metrics['accuracy']:.1f} ± {100 * metrics['ci95_normal']:.1f}" in out.stdout
     assert 0.2 < metrics["accuracy"] < 0.5  # the shipped model's quoted level, on a subsample
     sink = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

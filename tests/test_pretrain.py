@@ -10,7 +10,7 @@ from mathrl.models import TINY_PATH, load_model
 from mathrl.toy.pretrain import REPORT_FILE, PretrainConfig, lr_at, pretrain
 
 SHORT = PretrainConfig(steps=12, batch_size=8, tokenizer_problems=500, eval_problems=6,
-                       bucket_batches=2)
+                       bucket_batches=2, habit_steps=3)
 
 
 def _weights(path):
@@ -36,7 +36,8 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_the_cli_writes_a_folder_that_loads(tmp_path, capsys):
-    assert main(["toy", "pretrain", "--out", str(tmp_path / "m"), "--seed", "3", "--steps", "5"]) == 0
+    assert main(["toy", "pretrain", "--out", str(tmp_path / "m"), "--seed", "3", "--steps", "5",
+                 "--habit-steps", "2"]) == 0
     assert "wrote" in capsys.readouterr().out
     report = json.loads((tmp_path / "m" / REPORT_FILE).read_text())
     assert report["config"]["seed"] == 3 and report["config"]["steps"] == 5

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the "
                      "shipped model's)")
+    pre.add_argument("--habit-steps", type=int, default=None, help="steps of the habit phase "
+                     "(default: the shipped model's)")
     pre.add_argument("--teacher", action="store_true", help="the shipped teacher's recipe (tiny-teacher: "
                      "longer, always working answers out) instead of tiny's")
     pre.set_defaults(run=run_pretrain)
@@ -54,6 +56,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     cfg = replace(TEACHER_CONFIG if args.teacher else PretrainConfig(), seed=args.seed)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
+    if args.habit_steps is not None:
+        cfg = replace(cfg, habit_steps=args.habit_steps)
     report = pretrain(args.out, cfg)
     print(f"wrote {args.out} (greedy accuracy {report['accuracy']:.1%} on "
           f"{report['n']} arith test problems)")
