@@ -30,7 +30,9 @@ def held_out_accuracy(model, tokenizer, n: int) -> float:
 
     was_training = model.training
     model.eval()
-    accuracy = arith_accuracy(HFSampler(model, tokenizer), arith.eval_problems(arith.EVAL_LEVELS, n))["accuracy"]
+    accuracy = arith_accuracy(HFSampler(model, tokenizer), arith.eval_problems(arith.EVAL_LEVELS, n))[
+        "accuracy"
+    ]
     model.train(was_training)
     return accuracy
 
@@ -39,12 +41,29 @@ def run_mathrl(args, out: Path) -> dict:
     from mathrl.config import load_config
     from mathrl.train.grpo import GRPOConfig, train_grpo
 
-    cfg = load_config(GRPOConfig, None, [
-        "model=tiny", "dataset=arith_train", "levels=[1,2,3]", f"num_problems={args.problems}",
-        f"group_size={args.group_size}", f"groups_per_batch={args.groups}", f"max_tokens={args.max_tokens}",
-        f"temperature={args.temperature}", f"max_steps={args.steps}", f"lr={args.lr}", "schedule=constant",
-        "loss=importance_sampling", "normalization=token_mean", f"lora.rank={args.rank}",
-        f"lora.alpha={2 * args.rank}", "device=cpu", f"seed={args.seed}"])
+    cfg = load_config(
+        GRPOConfig,
+        None,
+        [
+            "model=tiny",
+            "dataset=arith_train",
+            "levels=[1,2,3]",
+            f"num_problems={args.problems}",
+            f"group_size={args.group_size}",
+            f"groups_per_batch={args.groups}",
+            f"max_tokens={args.max_tokens}",
+            f"temperature={args.temperature}",
+            f"max_steps={args.steps}",
+            f"lr={args.lr}",
+            "schedule=constant",
+            "loss=importance_sampling",
+            "normalization=token_mean",
+            f"lora.rank={args.rank}",
+            f"lora.alpha={2 * args.rank}",
+            "device=cpu",
+            f"seed={args.seed}",
+        ],
+    )
     train_grpo(cfg, out, log=lambda line: None)
     times = [r["time/step_s"] for r in _metrics(out) if "time/step_s" in r]
     from mathrl.models import load_model, load_tokenizer
@@ -70,7 +89,9 @@ def run_trl(args, out: Path) -> dict:
     from mathrl.models import load_model, load_tokenizer
     from mathrl.prompts import problem_messages
 
-    problems = load_dataset("arith_train", levels=(1, 2, 3), num_problems=args.problems, seed=args.seed).problems
+    problems = load_dataset(
+        "arith_train", levels=(1, 2, 3), num_problems=args.problems, seed=args.seed
+    ).problems
     data = Dataset.from_list([{"prompt": problem_messages(p), "answer": p.answer} for p in problems])
 
     def correctness(completions, answer, **_):
@@ -89,19 +110,48 @@ def run_trl(args, out: Path) -> dict:
     tokenizer = load_tokenizer("tiny")
     model = load_model("tiny", torch.device("cpu"), torch.float32).train()
     config = GRPOConfig(
-        output_dir=str(out), max_steps=args.steps, per_device_train_batch_size=args.groups * args.group_size,
-        num_generations=args.group_size, gradient_accumulation_steps=1, steps_per_generation=1,
-        max_completion_length=args.max_tokens, temperature=args.temperature, learning_rate=args.lr,
-        lr_scheduler_type="constant", beta=0.0, scale_rewards="none", loss_type="dapo", num_iterations=1,
-        adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0, use_cpu=True, report_to="none", logging_steps=1,
-        save_strategy="no", seed=args.seed, shuffle_dataset=True, bf16=False)
+        output_dir=str(out),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.groups * args.group_size,
+        num_generations=args.group_size,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        max_completion_length=args.max_tokens,
+        temperature=args.temperature,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        beta=0.0,
+        scale_rewards="none",
+        loss_type="dapo",
+        num_iterations=1,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        seed=args.seed,
+        shuffle_dataset=True,
+        bf16=False,
+    )
     timer = StepTimer()
-    trainer = GRPOTrainer(model=model, reward_funcs=correctness, args=config, train_dataset=data,
-                          processing_class=tokenizer, callbacks=[timer],
-                          peft_config=LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=correctness,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=[timer],
+        peft_config=LoraConfig(
+            r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+    )
     trainer.train()
-    return {"step_s": timer.times, "accuracy": held_out_accuracy(trainer.model, tokenizer, args.eval_problems)}
+    return {
+        "step_s": timer.times,
+        "accuracy": held_out_accuracy(trainer.model, tokenizer, args.eval_problems),
+    }
 
 
 def main() -> None:
@@ -122,10 +172,13 @@ def main() -> None:
 
     from mathrl.models import load_model, load_tokenizer
 
-    base = held_out_accuracy(load_model("tiny", torch.device("cpu"), torch.float32), load_tokenizer("tiny"),
-                             args.eval_problems)
-    print(f"tiny, arith: {args.steps} steps of {args.groups} problems x {args.group_size} samples, "
-          f"{args.max_tokens} tokens, lr {args.lr}, LoRA rank {args.rank}, {torch.get_num_threads()} threads")
+    base = held_out_accuracy(
+        load_model("tiny", torch.device("cpu"), torch.float32), load_tokenizer("tiny"), args.eval_problems
+    )
+    print(
+        f"tiny, arith: {args.steps} steps of {args.groups} problems x {args.group_size} samples, "
+        f"{args.max_tokens} tokens, lr {args.lr}, LoRA rank {args.rank}, {torch.get_num_threads()} threads"
+    )
     print(f"held-out greedy accuracy before training: {100 * base:.1f}% ({args.eval_problems} problems)")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,13 +190,17 @@ def main() -> None:
             r["wall_s"] = time.perf_counter() - start
             r["median_step_s"] = statistics.median(r["step_s"][1:] or r["step_s"])
             results[name] = r
-            print(f"{name:7s} {r['median_step_s']:6.2f} s/step (median of {len(r['step_s']) - 1} after the "
-                  f"first), {r['wall_s']:.0f} s in all; held-out accuracy {100 * r['accuracy']:.1f}% "
-                  f"({100 * (r['accuracy'] - base):+.1f})")
+            print(
+                f"{name:7s} {r['median_step_s']:6.2f} s/step (median of {len(r['step_s']) - 1} after the "
+                f"first), {r['wall_s']:.0f} s in all; held-out accuracy {100 * r['accuracy']:.1f}% "
+                f"({100 * (r['accuracy'] - base):+.1f})"
+            )
     if len(results) == 2:
         ratio = results["mathrl"]["median_step_s"] / results["trl"]["median_step_s"]
-        print(f"mathrl / TRL seconds per step: {ratio:.2f}x (goal <= 0.5x); accuracy "
-              f"{100 * results['mathrl']['accuracy']:.1f}% vs {100 * results['trl']['accuracy']:.1f}%")
+        print(
+            f"mathrl / TRL seconds per step: {ratio:.2f}x (goal <= 0.5x); accuracy "
+            f"{100 * results['mathrl']['accuracy']:.1f}% vs {100 * results['trl']['accuracy']:.1f}%"
+        )
 
 
 if __name__ == "__main__":

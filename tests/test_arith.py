@@ -98,9 +98,9 @@ def test_rechecks_are_added_after_every_step_or_removed_and_steps_are_kept():
     solution = ("<think>\n18 - 9 = 9\n9 + 25 = 34\nCheck: 34 - 25 = 9. Good.\n34 + 11 = 45\n</think>\n\n"
                 "The answer is $\\boxed{45}$.")
     assert step_results(solution) == ["9", "34", "45"]
-    bare = with_rechecks(solution, every_step=False)
+    bare = with_rechecks(solution, 0)
     assert bare == "<think>\n18 - 9 = 9\n9 + 25 = 34\n34 + 11 = 45\n</think>\n\nThe answer is $\\boxed{45}$."
-    verbose = with_rechecks(solution, every_step=True).split("\n")
+    verbose = with_rechecks(solution, 100).split("\n")
     assert verbose[1] == "18 - 9 = 9" and "9 + 9 = 18" in verbose[2]
     assert "34 - 25 = 9" in verbose[4] and "45 - 11 = 34" in verbose[6]
-    assert step_results(with_rechecks(solution, every_step=True)) == ["9", "34", "45"]
+    assert step_results(with_rechecks(solution, 100)) == ["9", "34", "45"]

@@ -11,20 +11,40 @@ from mathrl.traces import read_traces
 
 
 def _cli(*args, timeout=600):
-    out = subprocess.run([sys.executable, "-m", "mathrl.cli", *args], capture_output=True, text=True,
-                         timeout=timeout, env={**__import__("os").environ, "COLUMNS": "200"})
+    out = subprocess.run(
+        [sys.executable, "-m", "mathrl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def test_teacher_over_http_distilled_into_tiny_raises_held_out_accuracy(tmp_path):
-    server = subprocess.Popen([sys.executable, "-m", "mathrl.cli", "serve", "--model", "tiny-teacher", "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mathrl.cli", "serve", "--model", "tiny-teacher", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+/v1", server.stdout.readline())[0]
         traces = tmp_path / "traces.jsonl"
-        printed = _cli("distill", "--teacher", url, "--dataset", "arith_train", "--levels", "1,2,3",
-                       "--num-problems", "1000", "--out", str(traces))
+        printed = _cli(
+            "distill",
+            "--teacher",
+            url,
+            "--dataset",
+            "arith_train",
+            "--levels",
+            "1,2,3",
+            "--num-problems",
+            "1000",
+            "--out",
+            str(traces),
+        )
     finally:
         server.kill()
         server.wait()
@@ -45,8 +65,23 @@ def test_teacher_over_http_distilled_into_tiny_raises_held_out_accuracy(tmp_path
 
 def test_rejection_sampling_keeps_shorter_than_average_answers(tmp_path):
     out = tmp_path / "rs.jsonl"
-    printed = _cli("rejection-sample", "--model", "tiny", "--dataset", "arith_train", "--levels", "1,2",
-                   "--num-problems", "64", "--num-samples", "8", "--max-tokens", "128", "--out", str(out))
+    printed = _cli(
+        "rejection-sample",
+        "--model",
+        "tiny",
+        "--dataset",
+        "arith_train",
+        "--levels",
+        "1,2",
+        "--num-problems",
+        "64",
+        "--num-samples",
+        "8",
+        "--max-tokens",
+        "128",
+        "--out",
+        str(out),
+    )
     records = [json.loads(line) for line in progress_path(out).read_text().splitlines()[1:]]
     stats = collect_stats(records)
     traces = read_traces(out)

@@ -34,7 +34,16 @@ def test_rollouts_mask_exactly_the_completion_tokens():
 
 
 def _grpo(out, *overrides, wait=True):
-    command = [sys.executable, "-m", "mathrl.cli", "grpo", "configs/tiny/grpo.yaml", "--out", str(out), *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "mathrl.cli",
+        "grpo",
+        "configs/tiny/grpo.yaml",
+        "--out",
+        str(out),
+        *overrides,
+    ]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -44,13 +53,25 @@ def _steps(run):
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines(keepends=True)
-            if line.endswith("\n") and "reward/mean" in line]
+    return [
+        json.loads(line)["step"]
+        for line in path.read_text().splitlines(keepends=True)
+        if line.endswith("\n") and "reward/mean" in line
+    ]
 
 
 def test_killed_and_resumed_efficiency_run_ends_identically(tmp_path):
-    settings = ["max_steps=6", "groups_per_batch=4", "group_size=4", "save_every=2", "max_tokens=64",
-                "rewards.efficiency=1.0", "rewards.correct=0.0", "eval.benchmarks=[]", "lora.dropout=0.1"]
+    settings = [
+        "max_steps=6",
+        "groups_per_batch=4",
+        "group_size=4",
+        "save_every=2",
+        "max_tokens=64",
+        "rewards.efficiency=1.0",
+        "rewards.correct=0.0",
+        "eval.benchmarks=[]",
+        "lora.dropout=0.1",
+    ]
     whole = _grpo(tmp_path / "whole", *settings)
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
@@ -74,8 +95,12 @@ def test_killed_and_resumed_efficiency_run_ends_identically(tmp_path):
 
 
 def _eval(*args):
-    return subprocess.run([sys.executable, "-m", "mathrl.cli", "eval", "--benchmarks", "arith", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mathrl.cli", "eval", "--benchmarks", "arith", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_tiny_recipe_raises_held_out_accuracy_and_its_adapter_loads_in_eval(tmp_path):
@@ -91,17 +116,43 @@ def test_the_tiny_recipe_raises_held_out_accuracy_and_its_adapter_loads_in_eval(
     steps = [r for r in rows if "reward/mean" in r]
     assert len(steps) == 60 and all(r["groups/skipped_constant"] >= 0 for r in steps)
     assert all(abs(r["train/kl_sampler_trainer"]) < 1e-3 for r in steps if "train/kl_sampler_trainer" in r)
-    ev = _eval("--model", "tiny", "--adapter", str(tmp_path / "run" / "final"), "--max-tokens", "256",
-               "--out", str(tmp_path / "ev"))
+    ev = _eval(
+        "--model",
+        "tiny",
+        "--adapter",
+        str(tmp_path / "run" / "final"),
+        "--max-tokens",
+        "256",
+        "--out",
+        str(tmp_path / "ev"),
+    )
     assert ev.returncode == 0, ev.stderr
-    assert json.loads((tmp_path / "ev" / "eval" / "arith" / "metrics.json").read_text())["accuracy"] == own["accuracy"]
+    assert (
+        json.loads((tmp_path / "ev" / "eval" / "arith" / "metrics.json").read_text())["accuracy"]
+        == own["accuracy"]
+    )
 
 
 def test_a_full_finetuning_checkpoint_loads_as_a_model(tmp_path):
-    out = _grpo(tmp_path / "run", "finetune=full", "lr=1e-5", "max_steps=2", "groups_per_batch=4", "group_size=4",
-                "eval.benchmarks=[]")
+    out = _grpo(
+        tmp_path / "run",
+        "finetune=full",
+        "lr=1e-5",
+        "max_steps=2",
+        "groups_per_batch=4",
+        "group_size=4",
+        "eval.benchmarks=[]",
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "final" / "config.json").is_file()
-    ev = _eval("--model", str(tmp_path / "run" / "final"), "--num-problems", "10", "--max-tokens", "64",
-               "--out", str(tmp_path / "ev"))
+    ev = _eval(
+        "--model",
+        str(tmp_path / "run" / "final"),
+        "--num-problems",
+        "10",
+        "--max-tokens",
+        "64",
+        "--out",
+        str(tmp_path / "ev"),
+    )
     assert ev.returncode == 0, ev.stderr

@@ -2,7 +2,6 @@
 
 import copy
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -39,18 +38,24 @@ def test_mask_covers_every_assistant_turn_with_its_thinking_and_nothing_else(tin
     _, tok = tiny
     ids, mask = assistant_mask(tok, CHAT)
     spans = _spans(mask)
-    assert [tok.decode(ids[a:b]) for a, b in spans] == [CHAT[2]["content"] + "<|im_end|>",
-                                                        CHAT[4]["content"] + "<|im_end|>"]
+    assert [tok.decode(ids[a:b]) for a, b in spans] == [
+        CHAT[2]["content"] + "<|im_end|>",
+        CHAT[4]["content"] + "<|im_end|>",
+    ]
     # A template without {% generation %} markers (Qwen3's own) gets the same mask by prefixes.
     plain = copy.deepcopy(tok)
-    plain.chat_template = (tok.chat_template.replace("{%- generation %}", "").replace("{%- endgeneration %}", ""))
+    plain.chat_template = tok.chat_template.replace("{%- generation %}", "").replace(
+        "{%- endgeneration %}", ""
+    )
     assert "generation %}" not in plain.chat_template
     assert assistant_mask(plain, CHAT) == (ids, mask)
     # One that drops the thinking of past turns (as Qwen3's does) renders earlier turns
     # differently once a later one exists: refused, not silently mis-masked.
     plain.chat_template = plain.chat_template.replace(
         "{{- message['content'] + '<|im_end|>' }}",
-        "{{- (message['content'] if loop.last else message['content'].split('</think>')[-1]) + '<|im_end|>' }}")
+        "{{- (message['content'] if loop.last else message['content'].split('</think>')[-1])"
+        " + '<|im_end|>' }}",
+    )
     with pytest.raises(UserError, match="earlier turns change"):
         assistant_mask(plain, CHAT)
 
@@ -94,15 +99,29 @@ def _traces(path, n=48):
     from mathrl.traces import Trace
 
     problems = arith.generate("train", n, seed=5, levels=[1, 2, 3])
-    path.write_text("".join(Trace(tuple(problem_messages(p, answer=p.solution)),
-                                  {"problem_id": p.id, "dataset": "arith_train"}).to_json() + "\n"
-                            for p in problems))
+    path.write_text(
+        "".join(
+            Trace(
+                tuple(problem_messages(p, answer=p.solution)), {"problem_id": p.id, "dataset": "arith_train"}
+            ).to_json()
+            + "\n"
+            for p in problems
+        )
+    )
     return path
 
 
 def _sft(out, *overrides, wait=True):
-    command = [sys.executable, "-m", "mathrl.cli", "sft", "configs/tiny/sft.yaml", "--out", str(out),
-               *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "mathrl.cli",
+        "sft",
+        "configs/tiny/sft.yaml",
+        "--out",
+        str(out),
+        *overrides,
+    ]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -112,15 +131,27 @@ def _steps(run):
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines(keepends=True)
-            if line.endswith("\n") and "train/loss" in line]
+    return [
+        json.loads(line)["step"]
+        for line in path.read_text().splitlines(keepends=True)
+        if line.endswith("\n") and "train/loss" in line
+    ]
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_killed_and_resumed_sft_ends_with_the_same_weights(tmp_path, finetune):
     data = _traces(tmp_path / "traces.jsonl")
-    settings = [f"data={data}", f"finetune={finetune}", "batch_size=8", "micro_batch_size=4", "epochs=2",
-                "save_every=3", "eval.benchmarks=[]", "lora.dropout=0.1", "keep_checkpoints=1"]
+    settings = [
+        f"data={data}",
+        f"finetune={finetune}",
+        "batch_size=8",
+        "micro_batch_size=4",
+        "epochs=2",
+        "save_every=3",
+        "eval.benchmarks=[]",
+        "lora.dropout=0.1",
+        "keep_checkpoints=1",
+    ]
     whole = _sft(tmp_path / "whole", *settings)
     assert whole.returncode == 0, whole.stderr
     assert _steps(tmp_path / "whole") == list(range(1, 13))
@@ -140,10 +171,16 @@ def test_killed_and_resumed_sft_ends_with_the_same_weights(tmp_path, finetune):
     name = "adapter_model.safetensors" if finetune == "lora" else "model.safetensors"
     a, b = load_file(tmp_path / "whole" / "final" / name), load_file(run / "final" / name)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = [json.loads(line)["train/loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-              if "train/loss" in line]
-    assert losses == [json.loads(line)["train/loss"] for line in
-                      (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
+    losses = [
+        json.loads(line)["train/loss"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "train/loss" in line
+    ]
+    assert losses == [
+        json.loads(line)["train/loss"]
+        for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+        if "train/loss" in line
+    ]
     rerun = _sft(run, *settings, "lr=1e-4")
     assert rerun.returncode == 2 and "other settings (lr)" in rerun.stderr
 
@@ -155,8 +192,15 @@ def test_saved_adapter_loads_in_peft_and_in_mathrl_eval(tmp_path):
     from mathrl.models import TINY_PATH
 
     data = _traces(tmp_path / "traces.jsonl", n=16)
-    out = _sft(tmp_path / "run", f"data={data}", "epochs=1", "batch_size=8", "eval.benchmarks=[arith]",
-               "eval.num_problems=20", "eval.max_tokens=64")
+    out = _sft(
+        tmp_path / "run",
+        f"data={data}",
+        "epochs=1",
+        "batch_size=8",
+        "eval.benchmarks=[arith]",
+        "eval.num_problems=20",
+        "eval.max_tokens=64",
+    )
     assert out.returncode == 0, out.stderr
     final = tmp_path / "run" / "final"
     base = AutoModelForCausalLM.from_pretrained(TINY_PATH)
@@ -165,9 +209,29 @@ def test_saved_adapter_loads_in_peft_and_in_mathrl_eval(tmp_path):
     loaded = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
     assert len(trained) == len(loaded) > 0
     assert any(v.abs().sum() > 0 for k, v in loaded.items() if "lora_B" in k)  # B starts at zero
-    ev = subprocess.run([sys.executable, "-m", "mathrl.cli", "eval", "--model", "tiny", "--adapter", str(final),
-                         "--benchmarks", "arith", "--num-problems", "20", "--max-tokens", "64",
-                         "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mathrl.cli",
+            "eval",
+            "--model",
+            "tiny",
+            "--adapter",
+            str(final),
+            "--benchmarks",
+            "arith",
+            "--num-problems",
+            "20",
+            "--max-tokens",
+            "64",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ev.returncode == 0, ev.stderr
     # The same weights, the same protocol: mathrl eval agrees with the SFT run's own final eval.
     own = json.loads((tmp_path / "run" / "eval" / "arith" / "metrics.json").read_text())

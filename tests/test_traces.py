@@ -54,8 +54,9 @@ def test_collect_is_resumable_and_equals_an_uninterrupted_run(tmp_path):
     stats = collect_traces(FakeSampler(), PROBLEMS, "boxed", cfg, whole)
     traces = read_traces(whole)
     assert len(traces) == stats["traces"] == stats["problems_with_correct"] > 0
-    assert all(t.messages[-1]["role"] == "assistant" and t.metadata["dataset"] == "arith_train"
-               for t in traces)
+    assert all(
+        t.messages[-1]["role"] == "assistant" and t.metadata["dataset"] == "arith_train" for t in traces
+    )
     records = [json.loads(line) for line in progress_path(whole).read_text().splitlines()[1:]]
     assert stats == collect_stats(records) and stats["problems"] == 20
 
@@ -71,14 +72,17 @@ def test_collect_is_resumable_and_equals_an_uninterrupted_run(tmp_path):
     assert part.read_text() == whole.read_text()
     assert resumed == stats
     with pytest.raises(Exception, match="other settings"):
-        collect_traces(FakeSampler(), PROBLEMS, "boxed", CollectConfig(source="fake", dataset="arith_train"),
-                       part)
+        collect_traces(
+            FakeSampler(), PROBLEMS, "boxed", CollectConfig(source="fake", dataset="arith_train"), part
+        )
 
 
 def test_bad_trace_lines_name_the_file_line_and_field(tmp_path):
     path = tmp_path / "bad.jsonl"
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
-    path.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "bot", "content": "a"}]}) + "\n")
+    path.write_text(
+        json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "bot", "content": "a"}]}) + "\n"
+    )
     with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'messages\[0\]\.role'"):
         read_traces(path)
     path.write_text(json.dumps(good) + "\n{not json\n")
@@ -90,23 +94,49 @@ def test_bad_trace_lines_name_the_file_line_and_field(tmp_path):
 
 
 def _trace(dataset, pid, tokens):
-    return Trace(({"role": "user", "content": pid}, {"role": "assistant", "content": "x" * tokens}),
-                 {"dataset": dataset, "problem_id": pid, "tokens": tokens})
+    return Trace(
+        ({"role": "user", "content": pid}, {"role": "assistant", "content": "x" * tokens}),
+        {"dataset": dataset, "problem_id": pid, "tokens": tokens},
+    )
 
 
 def test_filter_and_merge(tmp_path):
     a = [_trace("olympiadbench", "o1", 50), _trace("olympiadbench", "o2", 5000)]
     b = [_trace("math_hard", "m1", 90), _trace("math_hard", "m1", 30), _trace("math_hard", "m2", 70)]
-    assert [t.metadata["problem_id"] for t in filter_traces(a + b, max_tokens=4096)] == ["o1", "m1", "m1", "m2"]
+    assert [t.metadata["problem_id"] for t in filter_traces(a + b, max_tokens=4096)] == [
+        "o1",
+        "m1",
+        "m1",
+        "m2",
+    ]
     shortest = filter_traces(a + b, one_per_problem="shortest")
     assert [(t.metadata["problem_id"], t.tokens) for t in shortest] == [
-        ("o1", 50), ("o2", 5000), ("m1", 30), ("m2", 70)]
+        ("o1", 50),
+        ("o2", 5000),
+        ("m1", 30),
+        ("m2", 70),
+    ]
     assert len(filter_traces(a + b, datasets=["math_hard"], min_tokens=50)) == 2
     for name, traces in (("a", a), ("b", b)):
         (tmp_path / f"{name}.jsonl").write_text("".join(t.to_json() + "\n" for t in traces))
-    out = subprocess.run([sys.executable, "-m", "mathrl.cli", "traces", str(tmp_path / "a.jsonl"),
-                          str(tmp_path / "b.jsonl"), "--max-tokens", "4096", "--one-per-problem", "shortest",
-                          "--out", str(tmp_path / "merged.jsonl")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mathrl.cli",
+            "traces",
+            str(tmp_path / "a.jsonl"),
+            str(tmp_path / "b.jsonl"),
+            "--max-tokens",
+            "4096",
+            "--one-per-problem",
+            "shortest",
+            "--out",
+            str(tmp_path / "merged.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     merged = read_traces(tmp_path / "merged.jsonl")
     assert [(t.metadata["problem_id"], t.tokens) for t in merged] == [("o1", 50), ("m1", 30), ("m2", 70)]

@@ -59,8 +59,10 @@ def parse_trace(data: dict, where: str) -> Trace:
         if not isinstance(message, dict):
             raise DataError(f"{where}: field 'messages[{i}]' must be an object with role and content")
         if message.get("role") not in ROLES:
-            raise DataError(f"{where}: field 'messages[{i}].role' must be one of {', '.join(ROLES)}, "
-                            f"got {message.get('role')!r}")
+            raise DataError(
+                f"{where}: field 'messages[{i}].role' must be one of {', '.join(ROLES)}, "
+                f"got {message.get('role')!r}"
+            )
         if not isinstance(message.get("content"), str):
             raise DataError(f"{where}: field 'messages[{i}].content' must be a string")
     if not any(m["role"] == "assistant" for m in messages):
@@ -71,8 +73,14 @@ def parse_trace(data: dict, where: str) -> Trace:
     return Trace(tuple({"role": m["role"], "content": m["content"]} for m in messages), metadata)
 
 
-def filter_traces(traces: Sequence[Trace], *, max_tokens: int | None = None, min_tokens: int | None = None,
-                  datasets: Iterable[str] | None = None, one_per_problem: str | None = None) -> list[Trace]:
+def filter_traces(
+    traces: Sequence[Trace],
+    *,
+    max_tokens: int | None = None,
+    min_tokens: int | None = None,
+    datasets: Iterable[str] | None = None,
+    one_per_problem: str | None = None,
+) -> list[Trace]:
     """Traces kept by length (metadata ``tokens``) and dataset; ``one_per_problem`` = ``"shortest"``
     or ``"first"`` keeps one trace per (dataset, problem id). Order is kept."""
     wanted = set(datasets) if datasets is not None else None
@@ -95,7 +103,9 @@ def filter_traces(traces: Sequence[Trace], *, max_tokens: int | None = None, min
         key = t.problem_key
         if key is None:
             continue
-        if key not in best or (one_per_problem == "shortest" and (t.tokens or 0) < (kept[best[key]].tokens or 0)):
+        if key not in best or (
+            one_per_problem == "shortest" and (t.tokens or 0) < (kept[best[key]].tokens or 0)
+        ):
             best[key] = i
     chosen = set(best.values())
     return [t for i, t in enumerate(kept) if t.problem_key is None or i in chosen]
@@ -111,7 +121,11 @@ def trace_stats(traces: Sequence[Trace]) -> dict:
         name = str(t.metadata.get("dataset", "?"))
         by_dataset[name] = by_dataset.get(name, 0) + 1
     problems = {t.problem_key for t in traces if t.problem_key is not None}
-    return {"traces": len(traces), "problems": len(problems), "by_dataset": by_dataset,
-            "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
-            "median_tokens": percentile(tokens, 50) if tokens else None,
-            "p90_tokens": percentile(tokens, 90) if tokens else None}
+    return {
+        "traces": len(traces),
+        "problems": len(problems),
+        "by_dataset": by_dataset,
+        "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+        "median_tokens": percentile(tokens, 50) if tokens else None,
+        "p90_tokens": percentile(tokens, 90) if tokens else None,
+    }

@@ -25,15 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tr = sub.add_parser("traces", help="arith reference traces as chat JSONL (SFT data for the toy task)",
                         description="Write arith problems with their reference traces as chat JSONL, as "
-                        "`mathrl distill` writes them; --recheck every-step makes the verbose traces "
+                        "`mathrl distill` writes them; --recheck-percent 85 makes the verbose traces "
                         "the efficiency study's baseline is trained on.")
     tr.add_argument("--out", required=True, type=Path)
     tr.add_argument("--num-problems", type=int, default=2000)
     tr.add_argument("--levels", default="1,2,3")
     tr.add_argument("--split", default="train", choices=("train", "test"))
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--recheck", choices=("as-generated", "every-step", "never"), default="as-generated",
-                    help="re-check lines: as generated (40%% of traces), after every step, or none")
+    tr.add_argument("--recheck-percent", type=int, default=None,
+                    help="a re-check line after each step with this probability (0: none, 100: every "
+                    "step; default: as generated, in 40%% of traces)")
     tr.set_defaults(run=run_traces)
 
     ev = sub.add_parser("eval", help="greedy accuracy on the arith test split (levels 1-3)",
@@ -72,15 +73,16 @@ def run_traces(args: argparse.Namespace) -> int:
     from mathrl.traces import Trace
 
     problems = arith.generate(args.split, args.num_problems, seed=args.seed, levels=parse_levels(args.levels))
+    recheck = "as-generated" if args.recheck_percent is None else f"{args.recheck_percent}%"
     lines = []
     for p in problems:
-        solution = p.solution if args.recheck == "as-generated" else \
-            arith.with_rechecks(p.solution, every_step=args.recheck == "every-step", seed=args.seed)
-        lines.append(Trace(tuple(problem_messages(p, answer=solution)),
-                           {"problem_id": p.id, "dataset": f"arith_{args.split}", "source": f"reference/{args.recheck}",
-                            "level": p.level}).to_json())
+        solution = p.solution if args.recheck_percent is None else \
+            arith.with_rechecks(p.solution, args.recheck_percent, seed=args.seed)
+        metadata = {"problem_id": p.id, "dataset": f"arith_{args.split}", "level": p.level,
+                    "source": f"reference/recheck-{recheck}"}
+        lines.append(Trace(tuple(problem_messages(p, answer=solution)), metadata).to_json())
     write_atomic(args.out, "".join(line + "\n" for line in lines))
-    print(f"wrote {len(lines)} {args.split} traces ({args.recheck} re-checks) to {args.out}")
+    print(f"wrote {len(lines)} {args.split} traces (re-checks: {recheck}) to {args.out}")
     return 0
 
 

@@ -181,11 +181,12 @@ def step_results(solution: str) -> list[str]:
     return [m.group(4) for line in head.split("\n") if (m := _STEP_LINE.match(line))]
 
 
-def with_rechecks(solution: str, every_step: bool, seed: int = 0) -> str:
-    """A trace re-rendered with a re-check line after every step (``every_step``) or none.
+def with_rechecks(solution: str, percent: int, seed: int = 0) -> str:
+    """A trace re-rendered with a re-check line after each step with probability ``percent``%.
 
-    The efficiency study's verbose baseline is trained on the first kind; the second is what an
-    efficient model should say. Step lines and the final answer are kept as they are.
+    100 re-checks every step, 0 none (what an efficient model should say). The efficiency study's
+    verbose baseline is trained on 85: it re-checks most steps, greedily always, yet its samples
+    vary in length, which is what an efficiency reward needs. Step lines and the answer are kept.
     """
     rng = random.Random(f"recheck/{seed}/{solution}")
     head, _, tail = solution.partition("</think>")
@@ -195,7 +196,7 @@ def with_rechecks(solution: str, every_step: bool, seed: int = 0) -> str:
         if step is None:
             continue  # an old re-check line
         lines.append(line)
-        if every_step:
+        if rng.randrange(100) < percent:
             x, op, n, y = step.groups()
             lines.append(rng.choice(_RECHECK).format(x=x, y=y, n=n, inv=_INVERSE[op]))
     return "<think>\n" + "\n".join(lines) + "\n</think>" + tail

@@ -24,9 +24,9 @@ import torch
 from mathrl.prompts import SYSTEM_PROMPT, problem_messages
 from mathrl.seeding import seed_everything
 from mathrl.tasks import arith
-from mathrl.types import Problem
 from mathrl.toy.model import new_tiny_model
 from mathrl.toy.tokenizer import build_tokenizer
+from mathrl.types import Problem
 
 REPORT_FILE = "pretrain.json"
 
@@ -179,7 +179,7 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, log: Callable[[str], None] = _p
         habit_optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.habit_lr, betas=(0.9, 0.95),
                                             weight_decay=cfg.weight_decay)
         habit_batches = _batches(tokenizer, replace(cfg, seed=cfg.seed + 1))
-        for step in range(cfg.habit_steps):
+        for _ in range(cfg.habit_steps):
             loss = model(**next(habit_batches)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

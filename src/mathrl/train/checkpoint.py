@@ -58,8 +58,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -89,6 +92,8 @@ def load_weights_into(model, checkpoint: Path) -> None:
             weights.update(load_file(f))
         missing, _ = model.load_state_dict(weights, strict=False)
         # Tied weights (lm_head = embeddings) are saved once; anything else missing is an error.
-        missing = [m for m in missing if m not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in m]
+        missing = [
+            m for m in missing if m not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in m
+        ]
         if missing:
             raise RuntimeError(f"{checkpoint}: missing weights {missing[:5]}")

@@ -50,7 +50,9 @@ EFFICIENCY_FILE = "efficiency_state.json"
 @dataclass(frozen=True)
 class GRPOConfig:
     model: str
-    dataset: str  # training problems: a registered name (math_train, math_hard, gsm8k_train, arith_train), a file
+    dataset: (
+        str  # training problems: a registered name (math_train, math_hard, gsm8k_train, arith_train), a file
+    )
     adapter: str | None = None  # start from this LoRA adapter (an SFT or RL run's final/)
     finetune: str = "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -109,11 +111,12 @@ def step_problems(problems: Sequence[Problem], groups_per_batch: int, seed: int,
     epoch, index = divmod(step, per_epoch)
     order = list(range(len(problems)))
     random.Random(f"grpo/{seed}/{epoch}").shuffle(order)
-    return [problems[i] for i in order[index * groups_per_batch:(index + 1) * groups_per_batch]]
+    return [problems[i] for i in order[index * groups_per_batch : (index + 1) * groups_per_batch]]
 
 
-def build_groups(problems: Sequence[Problem], completions, extract: str, cfg: GRPOConfig,
-                 efficiency: EfficiencyState) -> list[Group]:
+def build_groups(
+    problems: Sequence[Problem], completions, extract: str, cfg: GRPOConfig, efficiency: EfficiencyState
+) -> list[Group]:
     groups = []
     for problem, group in zip(problems, completions, strict=True):
         graded = grade_group(problem, group, extract, cfg.rewards, efficiency)
@@ -154,31 +157,40 @@ def collate_rollouts(seqs: Sequence[Rollout], pad_id: int, device: torch.device)
         n = len(s.input_ids)
         ids[b, :n] = torch.tensor(s.input_ids)
         attention[b, :n] = 1
-        loss[b, s.prompt_len:n] = True
-        old[b, s.prompt_len:n] = torch.tensor(s.sampler_logprobs)
-    return {"input_ids_B_T": ids.to(device), "attention_B_T": attention.to(device), "loss_B_T": loss.to(device),
-            "sampler_logp_B_T": old.to(device),
-            "advantage_B": torch.tensor([s.advantage for s in seqs], device=device)}
+        loss[b, s.prompt_len : n] = True
+        old[b, s.prompt_len : n] = torch.tensor(s.sampler_logprobs)
+    return {
+        "input_ids_B_T": ids.to(device),
+        "attention_B_T": attention.to(device),
+        "loss_B_T": loss.to(device),
+        "sampler_logp_B_T": old.to(device),
+        "advantage_B": torch.tensor([s.advantage for s in seqs], device=device),
+    }
 
 
-def train_grpo(cfg: GRPOConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-               progress: Callable[[int, int, dict], None] | None = None) -> dict:
+def train_grpo(
+    cfg: GRPOConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
     """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics."""
     run = TrainRun(Path(out_dir), cfg, log)
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, levels=cfg.levels, num_problems=cfg.num_problems,
-                           seed=cfg.seed)
+    dataset = load_dataset(
+        cfg.dataset, cfg.data_dir, levels=cfg.levels, num_problems=cfg.num_problems, seed=cfg.seed
+    )
     problems = list(dataset.problems)
     if len(problems) < cfg.groups_per_batch:
-        raise UserError(f"{cfg.dataset}: {len(problems)} problems, fewer than groups_per_batch "
-                        f"({cfg.groups_per_batch})")
+        raise UserError(
+            f"{cfg.dataset}: {len(problems)} problems, fewer than groups_per_batch ({cfg.groups_per_batch})"
+        )
     steps_per_epoch = len(problems) // cfg.groups_per_batch
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    log(f"{dataset.name}: {len(problems)} problems ({dataset.origin}); {cfg.groups_per_batch} x "
-        f"{cfg.group_size} samples per step, {steps_per_epoch} steps per epoch, {total_steps} steps")
-    optimizer = torch.optim.AdamW(run.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    total_steps = run.total_steps(steps_per_epoch)
+    log(
+        f"{dataset.name}: {len(problems)} problems ({dataset.origin}); {cfg.groups_per_batch} x "
+        f"{cfg.group_size} samples per step, {steps_per_epoch} steps per epoch, {total_steps} steps"
+    )
+    optimizer = run.make_optimizer()
     step, state = run.resume(optimizer)
     efficiency = EfficiencyState(dict(state.get("efficiency", {})))
     loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef)
@@ -187,13 +199,17 @@ def train_grpo(cfg: GRPOConfig, out_dir: str | Path, log: Callable[[str], None] 
         reference = copy.deepcopy(run.model).eval().requires_grad_(False)
     sampler = HFSampler(run.model, run.tokenizer, batch_size=cfg.sampler_batch_size)
     few_shot = few_shot_for(cfg.dataset) if cfg.few_shot else None
-    params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.thinking)
+    params = SamplingParams(
+        temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.thinking
+    )
     last: dict = {}
     while step < total_steps:
         t0 = time.perf_counter()
         batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step)
-        prompts = {p.id: sampler.encode(problem_messages(p, cfg.system_prompt, few_shot=few_shot), params)
-                   for p in batch}
+        prompts = {
+            p.id: sampler.encode(problem_messages(p, cfg.system_prompt, few_shot=few_shot), params)
+            for p in batch
+        }
         run.model.eval()
         step_params = SamplingParams(**{**params.__dict__, "seed": chunk_seed(cfg.seed, "grpo", step)})
         completions = sampler.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
@@ -223,8 +239,15 @@ def train_grpo(cfg: GRPOConfig, out_dir: str | Path, log: Callable[[str], None] 
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})
 
 
-def _update(run: TrainRun, optimizer, groups: Sequence[Group], prompts: dict[str, list[int]], loss_fn,
-            reference, cfg: GRPOConfig) -> dict:
+def _update(
+    run: TrainRun,
+    optimizer,
+    groups: Sequence[Group],
+    prompts: dict[str, list[int]],
+    loss_fn,
+    reference,
+    cfg: GRPOConfig,
+) -> dict:
     """One optimizer step on the completions of ``groups``; returns loss diagnostics."""
     seqs = rollout_sequences(groups, prompts)
     lengths = [len(s.input_ids) - s.prompt_len for s in seqs]
@@ -232,19 +255,26 @@ def _update(run: TrainRun, optimizer, groups: Sequence[Group], prompts: dict[str
     sums = {"loss": 0.0, "kl_sampler": 0.0, "entropy": 0.0, "clipped": 0.0, "kl_ref": 0.0}
     ordered = sorted(range(len(seqs)), key=lambda i: len(seqs[i].input_ids))
     for start in range(0, len(ordered), cfg.micro_batch_size):
-        idx = ordered[start:start + cfg.micro_batch_size]
+        idx = ordered[start : start + cfg.micro_batch_size]
         micro = [seqs[i] for i in idx]
         batch = collate_rollouts(micro, run.tokenizer.pad_token_id, run.device)
         mask_B_T = batch["loss_B_T"]
-        weights_B = torch.tensor([token_weight(lengths[i], len(seqs), total_tokens, cfg.max_tokens,
-                                               cfg.normalization) for i in idx], device=run.device)
-        logp_B_T, entropy_B_T = token_logprobs_and_entropy(run.model, batch["input_ids_B_T"],
-                                                           batch["attention_B_T"], cfg.temperature)
+        weights_B = torch.tensor(
+            [
+                token_weight(lengths[i], len(seqs), total_tokens, cfg.max_tokens, cfg.normalization)
+                for i in idx
+            ],
+            device=run.device,
+        )
+        logp_B_T, entropy_B_T = token_logprobs_and_entropy(
+            run.model, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature
+        )
         ref_logp_B_T = None
         if reference is not None:
             with torch.no_grad():
-                ref_logp_B_T = token_logprobs(reference, batch["input_ids_B_T"], batch["attention_B_T"],
-                                              cfg.temperature)
+                ref_logp_B_T = token_logprobs(
+                    reference, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature
+                )
         terms = loss_fn(logp_B_T, batch["sampler_logp_B_T"], batch["advantage_B"], ref_logp_B_T)
         loss = (terms.loss_B_T * mask_B_T * weights_B[:, None]).sum()
         loss.backward()
@@ -257,18 +287,27 @@ def _update(run: TrainRun, optimizer, groups: Sequence[Group], prompts: dict[str
             if terms.kl_B_T is not None:
                 sums["kl_ref"] += (terms.kl_B_T * mask_B_T).sum().item()
     grad_norm = run.clip_and_step(optimizer)
-    out = {"train/loss": sums["loss"], "train/grad_norm": grad_norm,
-           "train/entropy": sums["entropy"] / total_tokens,
-           "train/kl_sampler_trainer": sums["kl_sampler"] / total_tokens,
-           "train/clip_fraction": sums["clipped"] / total_tokens, "train/sequences": len(seqs),
-           "train/tokens": total_tokens}
+    out = {
+        "train/loss": sums["loss"],
+        "train/grad_norm": grad_norm,
+        "train/entropy": sums["entropy"] / total_tokens,
+        "train/kl_sampler_trainer": sums["kl_sampler"] / total_tokens,
+        "train/clip_fraction": sums["clipped"] / total_tokens,
+        "train/sequences": len(seqs),
+        "train/tokens": total_tokens,
+    }
     if reference is not None:
         out["train/kl_reference"] = sums["kl_ref"] / total_tokens
     return out
 
 
-def _step_metrics(groups: Sequence[Group], kept: Sequence[Group], update: dict, lr: float,
-                  times: tuple[float, float, float, float]) -> dict:
+def _step_metrics(
+    groups: Sequence[Group],
+    kept: Sequence[Group],
+    update: dict,
+    lr: float,
+    times: tuple[float, float, float, float],
+) -> dict:
     completions = [c for g in groups for c in g.completions]
     tokens = [c.n_tokens for c in completions]
     outcomes = [group_outcome([x.correct for x in g.graded]) for g in groups]
@@ -279,12 +318,16 @@ def _step_metrics(groups: Sequence[Group], kept: Sequence[Group], update: dict, 
         "groups/all_wrong": outcomes.count("all_wrong") / len(groups),
         "groups/mixed": outcomes.count("mixed") / len(groups),
         "groups/skipped_constant": len(groups) - len(kept),
-        "tokens/mean": statistics.fmean(tokens), "tokens/max": max(tokens),
+        "tokens/mean": statistics.fmean(tokens),
+        "tokens/max": max(tokens),
         "tokens/thinking_mean": statistics.fmean(c.n_thinking_tokens for c in completions),
         "tokens/truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
-        "train/lr": lr, **update,
-        "time/sampling_s": times[1] - times[0], "time/grading_s": times[2] - times[1],
-        "time/training_s": times[3] - times[2], "time/step_s": times[3] - times[0],
+        "train/lr": lr,
+        **update,
+        "time/sampling_s": times[1] - times[0],
+        "time/grading_s": times[2] - times[1],
+        "time/training_s": times[3] - times[2],
+        "time/step_s": times[3] - times[0],
     }
     for name in groups[0].graded[0].reward_parts:
         metrics[f"reward/{name}"] = statistics.fmean(x.reward_parts[name] for g in groups for x in g.graded)

@@ -29,8 +29,14 @@ class LoraSettings:
             raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
 
 
-def load_policy(model: str, finetune: Literal["lora", "full"], lora: LoraSettings,
-                device: torch.device, dtype: torch.dtype, adapter: str | None = None) -> PreTrainedModel:
+def load_policy(
+    model: str,
+    finetune: Literal["lora", "full"],
+    lora: LoraSettings,
+    device: torch.device,
+    dtype: torch.dtype,
+    adapter: str | None = None,
+) -> PreTrainedModel:
     """The model to train, in train mode.
 
     ``finetune="lora"``: a new adapter of ``lora``'s shape on frozen base weights, or, with
@@ -38,8 +44,9 @@ def load_policy(model: str, finetune: Literal["lora", "full"], lora: LoraSetting
     ``finetune="full"``: every weight trains; ``model`` may be a full-weight checkpoint folder.
     """
     if finetune == "full" and adapter:
-        raise UserError("adapter= applies to finetune: lora; for full fine-tuning pass the "
-                        "checkpoint folder as model=")
+        raise UserError(
+            "adapter= applies to finetune: lora; for full fine-tuning pass the checkpoint folder as model="
+        )
     try:
         base = load_model(model, device, dtype)
     except (OSError, ValueError) as err:
@@ -56,9 +63,12 @@ def load_policy(model: str, finetune: Literal["lora", "full"], lora: LoraSetting
     else:
         targets = lora.target_modules
         config = LoraConfig(
-            r=lora.rank, lora_alpha=lora.alpha or 2 * lora.rank, lora_dropout=lora.dropout,
+            r=lora.rank,
+            lora_alpha=lora.alpha or 2 * lora.rank,
+            lora_dropout=lora.dropout,
             target_modules="all-linear" if targets == ("all-linear",) else list(targets),
-            task_type="CAUSAL_LM")
+            task_type="CAUSAL_LM",
+        )
         policy = get_peft_model(base, config)
     policy.to(device)
     policy.train()
@@ -69,8 +79,9 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def token_logprobs(model: PreTrainedModel, input_ids_B_T: torch.Tensor, attention_B_T: torch.Tensor,
-                   temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(
+    model: PreTrainedModel, input_ids_B_T: torch.Tensor, attention_B_T: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """``logprobs_B_T[b, t]``: log p(token t | tokens < t); position 0 has no prediction and is 0.
 
     Aligned with the input so a target mask over the input (assistant or completion tokens)
@@ -80,9 +91,13 @@ def token_logprobs(model: PreTrainedModel, input_ids_B_T: torch.Tensor, attentio
     return token_logprobs_and_entropy(model, input_ids_B_T, attention_B_T, temperature, entropy=False)[0]
 
 
-def token_logprobs_and_entropy(model: PreTrainedModel, input_ids_B_T: torch.Tensor, attention_B_T: torch.Tensor,
-                               temperature: float = 1.0, entropy: bool = True
-                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_logprobs_and_entropy(
+    model: PreTrainedModel,
+    input_ids_B_T: torch.Tensor,
+    attention_B_T: torch.Tensor,
+    temperature: float = 1.0,
+    entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`token_logprobs` and, with ``entropy``, each position's predictive entropy (no grad)."""
     logits_B_T_V = model(input_ids=input_ids_B_T, attention_mask=attention_B_T, use_cache=False).logits
     logits_B_T_V = logits_B_T_V[:, :-1].float()

@@ -56,15 +56,26 @@ class EfficiencyState:
         write_atomic(path, json.dumps(self.best, sort_keys=True) + "\n")
 
 
-def grade_group(problem: Problem, completions: Sequence[Completion], extract: str,
-                weights: Mapping[str, float], efficiency: EfficiencyState | None = None) -> tuple[Graded, ...]:
+def grade_group(
+    problem: Problem,
+    completions: Sequence[Completion],
+    extract: str,
+    weights: Mapping[str, float],
+    efficiency: EfficiencyState | None = None,
+) -> tuple[Graded, ...]:
     """Grade a group and compute each completion's weighted reward."""
     extracted = [extract_answer(c.text, extract) for c in completions]
     correct = [answers_match(x, problem.answer, problem.tolerance) for x in extracted]
     best = None
     if weights.get("efficiency") and efficiency is not None:
-        best = efficiency.update(problem.id, [c.n_tokens for c, ok in zip(completions, correct, strict=True)
-                                              if ok and c.finish_reason == "stop"])
+        best = efficiency.update(
+            problem.id,
+            [
+                c.n_tokens
+                for c, ok in zip(completions, correct, strict=True)
+                if ok and c.finish_reason == "stop"
+            ],
+        )
     graded = []
     for c, x, ok in zip(completions, extracted, correct, strict=True):
         parts = {"correct": float(ok)}

@@ -32,7 +32,9 @@ LossName = Literal["importance_sampling", "ppo_clip"]
 Normalization = Literal["token_sum", "token_mean", "constant", "sequence_mean"]
 
 
-def group_advantages(rewards_G: Sequence[float], scale_by_std: bool = False, eps: float = 1e-6) -> list[float]:
+def group_advantages(
+    rewards_G: Sequence[float], scale_by_std: bool = False, eps: float = 1e-6
+) -> list[float]:
     """``reward - mean`` of the group, optionally divided by the group's (population) std.
 
     >>> group_advantages([1.0, 0.0, 0.0, 1.0])
@@ -57,8 +59,9 @@ def group_outcome(correct_G: Sequence[bool]) -> str:
     return "all_wrong" if not any(correct_G) else "mixed"
 
 
-def token_weight(length: int, n_sequences: int, total_tokens: int, max_tokens: int,
-                 normalization: Normalization) -> float:
+def token_weight(
+    length: int, n_sequences: int, total_tokens: int, max_tokens: int, normalization: Normalization
+) -> float:
     """Weight of each loss token of a sequence of ``length`` tokens in a batch of ``n_sequences``
     sequences holding ``total_tokens`` loss tokens.
 
@@ -85,15 +88,21 @@ class LossTerms:
     kl_B_T: torch.Tensor | None = None
 
 
-def importance_sampling_loss(logp_B_T: torch.Tensor, sampler_logp_B_T: torch.Tensor,
-                             advantage_B: torch.Tensor) -> LossTerms:
+def importance_sampling_loss(
+    logp_B_T: torch.Tensor, sampler_logp_B_T: torch.Tensor, advantage_B: torch.Tensor
+) -> LossTerms:
     """``-exp(logp - sampler_logp) * A`` per token (the studies' loss)."""
     ratio_B_T = torch.exp(logp_B_T - sampler_logp_B_T)
     return LossTerms(-ratio_B_T * advantage_B[:, None], torch.zeros_like(ratio_B_T, dtype=torch.bool))
 
 
-def ppo_clip_loss(logp_B_T: torch.Tensor, sampler_logp_B_T: torch.Tensor, advantage_B: torch.Tensor,
-                  clip_low: float = 0.2, clip_high: float = 0.28) -> LossTerms:
+def ppo_clip_loss(
+    logp_B_T: torch.Tensor,
+    sampler_logp_B_T: torch.Tensor,
+    advantage_B: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+) -> LossTerms:
     """``-min(r A, clip(r, 1 - clip_low, 1 + clip_high) A)`` per token (PPO, with clip-higher)."""
     ratio_B_T = torch.exp(logp_B_T - sampler_logp_B_T)
     advantage_B_1 = advantage_B[:, None]
@@ -108,13 +117,16 @@ def k3_kl(logp_B_T: torch.Tensor, ref_logp_B_T: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def make_loss(name: LossName, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0
-              ) -> Callable[..., LossTerms]:
+def make_loss(
+    name: LossName, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0
+) -> Callable[..., LossTerms]:
     """The per-token loss, chosen once: ``loss(logp, sampler_logp, advantage, ref_logp=None)``."""
     if name == "importance_sampling":
+
         def base(logp, old, adv):
             return importance_sampling_loss(logp, old, adv)
     elif name == "ppo_clip":
+
         def base(logp, old, adv):
             return ppo_clip_loss(logp, old, adv, clip_low, clip_high)
     else:
@@ -126,4 +138,5 @@ def make_loss(name: LossName, clip_low: float = 0.2, clip_high: float = 0.28, kl
         terms = base(logp, old, adv)
         kl = k3_kl(logp, ref_logp)
         return LossTerms(terms.loss_B_T + kl_coef * kl, terms.clipped_B_T, kl)
+
     return with_kl

@@ -61,7 +61,8 @@ class TrainRun:
     """A run folder and the trainable policy described by ``cfg`` (an SFT or GRPO config).
 
     ``cfg`` needs ``model``, ``adapter``, ``finetune``, ``lora``, ``device``, ``dtype``, ``seed``,
-    ``mirror``, ``grad_clip``, ``keep_checkpoints``, ``data_dir`` and ``eval``.
+    ``mirror``, ``grad_clip``, ``keep_checkpoints``, ``data_dir``, ``eval``, ``epochs``,
+    ``max_steps``, ``lr``, the Adam settings and ``weight_decay``.
     """
 
     def __init__(self, out_dir: Path, cfg, log: Callable[[str], None] = print):
@@ -75,8 +76,10 @@ class TrainRun:
         self.trainable = trainable_parameters(self.model)
         n_train = sum(p.numel() for p in self.trainable)
         n_all = sum(p.numel() for p in self.model.parameters())
-        log(f"{cfg.model}{' + ' + cfg.adapter if cfg.adapter else ''}: {cfg.finetune}, "
-            f"{n_train:,} of {n_all:,} parameters train ({self.device}, {self.dtype})")
+        log(
+            f"{cfg.model}{' + ' + cfg.adapter if cfg.adapter else ''}: {cfg.finetune}, "
+            f"{n_train:,} of {n_all:,} parameters train ({self.device}, {self.dtype})"
+        )
         self.sink = MetricsSink(self.out_dir, cfg.mirror, config=config_dict(cfg))
 
     def _check_config(self) -> None:
@@ -84,13 +87,28 @@ class TrainRun:
         wanted = config_dict(self.cfg)
         if path.is_file():
             existing = yaml.safe_load(path.read_text()) or {}
-            changed = sorted(k for k in set(wanted) | set(existing)
-                             if existing.get(k) != wanted.get(k) and k not in RESUMABLE_CHANGES)
+            changed = sorted(
+                k
+                for k in set(wanted) | set(existing)
+                if existing.get(k) != wanted.get(k) and k not in RESUMABLE_CHANGES
+            )
             if changed:
-                raise UserError(f"{self.out_dir} holds a run with other settings ({', '.join(changed)}); "
-                                "rerun with the same config to resume, or use another --out")
+                raise UserError(
+                    f"{self.out_dir} holds a run with other settings ({', '.join(changed)}); "
+                    "rerun with the same config to resume, or use another --out"
+                )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(path, yaml.safe_dump(wanted, sort_keys=False))
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run: ``epochs`` epochs, capped by ``max_steps``."""
+        total = steps_per_epoch * self.cfg.epochs
+        return total if self.cfg.max_steps is None else min(total, self.cfg.max_steps)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        return torch.optim.AdamW(self.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                 eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
     def resume(self, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
         """Load the last checkpoint if there is one: (its step, its state); else (0, {})."""
@@ -115,14 +133,20 @@ class TrainRun:
         return float(grad_norm)
 
     def save(self, step: int, optimizer: torch.optim.Optimizer, extra: dict | None = None) -> Path:
-        path = save_checkpoint(self.out_dir, step, self.model, self.tokenizer,
-                               {"optimizer": optimizer.state_dict(), **(extra or {})},
-                               keep=self.cfg.keep_checkpoints)
+        path = save_checkpoint(
+            self.out_dir,
+            step,
+            self.model,
+            self.tokenizer,
+            {"optimizer": optimizer.state_dict(), **(extra or {})},
+            keep=self.cfg.keep_checkpoints,
+        )
         self.log(f"step {step}: checkpoint {path}")
         return path
 
-    def finish(self, step: int, optimizer: torch.optim.Optimizer, last: dict,
-               extra: dict | None = None) -> dict:
+    def finish(
+        self, step: int, optimizer: torch.optim.Optimizer, last: dict, extra: dict | None = None
+    ) -> dict:
         """Final checkpoint, ``final/`` weights, final eval; returns the last step's metrics + evals."""
         checkpoint = latest_checkpoint(self.out_dir)
         if checkpoint is None or load_state(checkpoint)["step"] != step:
@@ -130,8 +154,10 @@ class TrainRun:
         final = self.out_dir / "final"
         if not final.is_dir():
             _link_weights(checkpoint, final)
-        self.log(f"final weights: {final} ({'--adapter' if hasattr(self.model, 'peft_config') else '--model'} "
-                 f"{final})")
+        self.log(
+            f"final weights: {final} ({'--adapter' if hasattr(self.model, 'peft_config') else '--model'} "
+            f"{final})"
+        )
         results = dict(last)
         if self.cfg.eval.benchmarks:
             for name, m in self.evaluate(self.out_dir, step).items():
@@ -146,27 +172,41 @@ class TrainRun:
         from mathrl.sampling.hf import HFSampler
 
         settings = self.cfg.eval
-        eval_cfg = EvalConfig(model=self.cfg.model, benchmarks=settings.benchmarks, n=settings.n,
-                              temperature=settings.temperature, max_tokens=settings.max_tokens,
-                              num_problems=settings.num_problems, seed=self.cfg.seed,
-                              few_shot=settings.few_shot)
+        eval_cfg = EvalConfig(
+            model=self.cfg.model,
+            benchmarks=settings.benchmarks,
+            n=settings.n,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            num_problems=settings.num_problems,
+            seed=self.cfg.seed,
+            few_shot=settings.few_shot,
+        )
         sampler = HFSampler(self.model, self.tokenizer, batch_size=settings.batch_size)
         was_training = self.model.training
         self.model.eval()
         # Sampling must not move the training RNG streams (an exact resume depends on them).
         rng = torch.get_rng_state()
         try:
-            results = {b: evaluate_benchmark(sampler, eval_cfg, b, Path(where), self.cfg.data_dir)
-                       for b in settings.benchmarks}
+            results = {
+                b: evaluate_benchmark(sampler, eval_cfg, b, Path(where), self.cfg.data_dir)
+                for b in settings.benchmarks
+            }
         finally:
             torch.set_rng_state(rng)
             self.model.train(was_training)
-        values = {f"eval/{b}/{k}": v for b, m in results.items() for k, v in m.items()
-                  if isinstance(v, int | float) and not isinstance(v, bool)}
+        values = {
+            f"eval/{b}/{k}": v
+            for b, m in results.items()
+            for k, v in m.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         self.sink.log(values, step=step)
         for b, m in results.items():
-            self.log(f"step {step}: {b} accuracy {100 * m['accuracy']:.1f} ± {100 * m['ci95_normal']:.1f}% "
-                     f"({m['problems']} problems, mean {m['mean_tokens']:.0f} tokens)")
+            self.log(
+                f"step {step}: {b} accuracy {100 * m['accuracy']:.1f} ± {100 * m['ci95_normal']:.1f}% "
+                f"({m['problems']} problems, mean {m['mean_tokens']:.0f} tokens)"
+            )
         return results
 
 

@@ -8,8 +8,9 @@ from typing import Literal
 Schedule = Literal["linear", "cosine", "constant"]
 
 
-def lr_multiplier(step: int, total_steps: int, schedule: Schedule = "linear", warmup_steps: int = 0,
-                  min_ratio: float = 0.0) -> float:
+def lr_multiplier(
+    step: int, total_steps: int, schedule: Schedule = "linear", warmup_steps: int = 0, min_ratio: float = 0.0
+) -> float:
     """Factor on the base learning rate for optimizer step ``step`` (0-based) of ``total_steps``.
 
     Linear warmup over ``warmup_steps``, then ``linear`` decay to ``min_ratio`` at the last step

@@ -24,8 +24,13 @@ class MetricsSink:
     installs.
     """
 
-    def __init__(self, out_dir: str | Path, mirror: str = "none", run_name: str | None = None,
-                 config: dict | None = None):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        mirror: str = "none",
+        run_name: str | None = None,
+        config: dict | None = None,
+    ):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._mirror = None
@@ -34,17 +39,22 @@ class MetricsSink:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise UserError("mirror=tensorboard needs the tensorboard package: "
-                                "pip install tensorboard") from None
+                raise UserError(
+                    "mirror=tensorboard needs the tensorboard package: pip install tensorboard"
+                ) from None
             self._mirror = SummaryWriter(str(Path(out_dir) / "tensorboard"))
         elif mirror == "wandb":
             try:
                 import wandb
             except ImportError:
                 raise UserError("mirror=wandb needs the wandb package: pip install wandb") from None
-            self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "mathrl"),
-                                     name=run_name or Path(out_dir).name, config=config,
-                                     dir=str(out_dir), resume="allow")
+            self._wandb = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "mathrl"),
+                name=run_name or Path(out_dir).name,
+                config=config,
+                dir=str(out_dir),
+                resume="allow",
+            )
         elif mirror not in MIRRORS:
             raise UserError(f"mirror must be one of {', '.join(MIRRORS)}, got {mirror!r}")
 
@@ -52,8 +62,11 @@ class MetricsSink:
         line = {"time": round(time.time(), 3), **({"step": step} if step is not None else {}), **values}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(line, allow_nan=False, default=_finite) + "\n")
-        numbers = {k: v for k, v in values.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+        numbers = {
+            k: v
+            for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
         if self._mirror is not None:
             for key, value in numbers.items():
                 self._mirror.add_scalar(key, value, step or 0)
@@ -89,5 +102,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.endswith("\n") and line.strip()]
+    return [
+        json.loads(line)
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if line.endswith("\n") and line.strip()
+    ]
