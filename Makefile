@@ -29,6 +29,7 @@ test: install
 bench: install
 	$(PY) -m pip install -q -e ".[bench]" $(TORCH)
 	$(PY) benchmarks/grader.py --data-dir $(DATA_DIR)
+	$(PY) benchmarks/grpo_vs_trl.py --steps 20
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
