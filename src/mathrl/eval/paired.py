@@ -32,8 +32,9 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_bootstrap(acc_a: Sequence[float], acc_b: Sequence[float], resamples: int = 10_000,
-                     seed: int = 0) -> tuple[float, tuple[float, float], float]:
+def paired_bootstrap(
+    acc_a: Sequence[float], acc_b: Sequence[float], resamples: int = 10_000, seed: int = 0
+) -> tuple[float, tuple[float, float], float]:
     """Mean paired difference B - A over problems, its 95% percentile interval, and a two-sided
     p-value (twice the smaller share of resampled means on either side of 0).
 
