@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from recipes import logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.tasks import arith
@@ -34,30 +35,11 @@ def test_rollouts_mask_exactly_the_completion_tokens():
 
 
 def _grpo(out, *overrides, wait=True):
-    command = [
-        sys.executable,
-        "-m",
-        "mathrl.cli",
-        "grpo",
-        "configs/tiny/grpo.yaml",
-        "--out",
-        str(out),
-        *overrides,
-    ]
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return run_recipe("grpo", "configs/tiny/grpo.yaml", out, *overrides, wait=wait, timeout=900)
 
 
 def _steps(run):
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [
-        json.loads(line)["step"]
-        for line in path.read_text().splitlines(keepends=True)
-        if line.endswith("\n") and "reward/mean" in line
-    ]
+    return logged_steps(run, "reward/mean")
 
 
 def test_killed_and_resumed_efficiency_run_ends_identically(tmp_path):

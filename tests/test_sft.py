@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from recipes import logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.errors import UserError
@@ -112,30 +113,11 @@ def _traces(path, n=48):
 
 
 def _sft(out, *overrides, wait=True):
-    command = [
-        sys.executable,
-        "-m",
-        "mathrl.cli",
-        "sft",
-        "configs/tiny/sft.yaml",
-        "--out",
-        str(out),
-        *overrides,
-    ]
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return run_recipe("sft", "configs/tiny/sft.yaml", out, *overrides, wait=wait, timeout=600)
 
 
 def _steps(run):
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [
-        json.loads(line)["step"]
-        for line in path.read_text().splitlines(keepends=True)
-        if line.endswith("\n") and "train/loss" in line
-    ]
+    return logged_steps(run, "train/loss")
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])

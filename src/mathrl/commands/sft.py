@@ -28,50 +28,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def progress_bar(console):
+def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
+    """Load ``config_class`` from the recipe and overrides, run ``train`` into the run folder with
+    a progress bar (``describe(metrics)`` is its live text), and print a closing line."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        transient=True,
-    )
+    from mathrl.config import load_config
+
+    cfg = load_config(config_class, args.config, args.overrides)
+    out = args.out or Path("runs") / args.config.stem
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[info]}"), console=console, transient=True) as bar:
+        task = bar.add_task(args.command, total=None, info="")
+
+        def progress(step, total, metrics):
+            bar.update(task, completed=step, total=total, info=describe(metrics))
+
+        results = train(cfg, out, log=lambda line: console.print(line, markup=False, highlight=False),
+                        progress=progress)
+    accuracies = "".join(f", {k.split('/')[1]} {100 * v:.1f}%" for k, v in results.items()
+                         if k.endswith("/accuracy"))
+    console.print(f"done: {out} ({describe(results)}{accuracies})", markup=False, highlight=False)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from mathrl.config import load_config
     from mathrl.train.sft import SFTConfig, train_sft
 
-    cfg = load_config(SFTConfig, args.config, args.overrides)
-    out = args.out or Path("runs") / args.config.stem
-    console = Console()
-    with progress_bar(console) as bar:
-        task = bar.add_task("sft", total=None, info="")
+    def describe(m):
+        return f"loss {m.get('train/loss', float('nan')):.4f}  lr {m.get('train/lr', 0):.2e}"
 
-        def progress(step, total, metrics):
-            bar.update(
-                task,
-                completed=step,
-                total=total,
-                info=f"loss {metrics['train/loss']:.4f}  lr {metrics['train/lr']:.2e}",
-            )
-
-        results = train_sft(
-            cfg, out, log=lambda line: console.print(line, markup=False, highlight=False), progress=progress
-        )
-    console.print(
-        f"done: {out} (loss {results.get('train/loss', float('nan')):.4f}"
-        + "".join(
-            f", {k.split('/')[1]} {100 * v:.1f}%" for k, v in results.items() if k.endswith("/accuracy")
-        )
-        + ")",
-        markup=False,
-        highlight=False,
-    )
-    return 0
+    return run_recipe(args, SFTConfig, train_sft, describe)

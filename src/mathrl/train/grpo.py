@@ -18,7 +18,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -211,7 +211,7 @@ def train_grpo(
             for p in batch
         }
         run.model.eval()
-        step_params = SamplingParams(**{**params.__dict__, "seed": chunk_seed(cfg.seed, "grpo", step)})
+        step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
         completions = sampler.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
         run.model.train()
         t1 = time.perf_counter()

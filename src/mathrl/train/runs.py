@@ -30,7 +30,9 @@ from mathrl.fileio import write_atomic
 from mathrl.models import load_tokenizer
 from mathrl.seeding import seed_everything
 from mathrl.train.checkpoint import (
+    checkpoint_dir,
     latest_checkpoint,
+    list_checkpoints,
     load_state,
     load_weights_into,
     save_checkpoint,
@@ -148,8 +150,8 @@ class TrainRun:
         self, step: int, optimizer: torch.optim.Optimizer, last: dict, extra: dict | None = None
     ) -> dict:
         """Final checkpoint, ``final/`` weights, final eval; returns the last step's metrics + evals."""
-        checkpoint = latest_checkpoint(self.out_dir)
-        if checkpoint is None or load_state(checkpoint)["step"] != step:
+        checkpoint = checkpoint_dir(self.out_dir, step)
+        if checkpoint not in list_checkpoints(self.out_dir):  # a rerun of a finished run has it
             checkpoint = self.save(step, optimizer, extra)
         final = self.out_dir / "final"
         if not final.is_dir():
