@@ -72,6 +72,16 @@ def test_bootstrap_for_several_samples_holm_and_flags(tmp_path):
         build_report(runs, baseline="nope")
 
 
+def test_a_sample_line_without_a_needed_field_is_named(tmp_path):
+    run = _write_run(tmp_path, "base", "arith", {"p0": True})
+    path = run / "eval" / "arith" / "samples.jsonl"
+    row = json.loads(path.read_text())
+    del row["n_tokens"]
+    path.write_text(path.read_text() + json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=r"samples.jsonl:2: field 'n_tokens' missing"):
+        build_report([run])
+
+
 def test_report_from_two_real_tiny_runs(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     for name, model in (("base", "tiny"), ("teacher", "tiny-teacher")):
@@ -125,4 +135,12 @@ def test_report_from_two_real_tiny_runs(tmp_path):
         assert float(row["mean_tokens"]) == sum(s["n_tokens"] for s in samples) / len(samples)
     teacher = next(r for r in rows if r["run"] == "teacher")
     assert teacher["test"] == "mcnemar" and float(teacher["p_holm"]) < 0.05 and not teacher["flags"]
-    assert "| teacher |" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| teacher |" in report
+    # The plots and the viewer come with the table, linked from it.
+    for name in ("accuracy.png", "frontier.png"):
+        assert f"]({name})" in report
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "training_" not in report  # eval-only runs have no training curves
+    page = (tmp_path / "report" / "samples.html").read_text()
+    assert '"runs":["base","teacher"]' in page and page.count('"pid":') == 2 * 40

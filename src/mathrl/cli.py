@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("sft", "sft", "supervised fine-tuning (LoRA or full) on chat JSONL, assistant tokens only"),
     ("grpo", "grpo", "GRPO reinforcement learning with verifiable rewards (correctness, format, efficiency)"),
     ("report", "report", "the ablation table from run folders: accuracy ± CI, paired tests, tokens"),
+    ("view", "view", "one self-contained HTML page to browse and compare the graded samples of runs"),
     ("serve", "serve", "serve a model over an OpenAI-compatible HTTP API (a teacher, or for tests)"),
     ("toy", "toy", "the embedded tiny model: pretrain it on arith, or measure its accuracy"),
 ]

@@ -23,6 +23,8 @@ from mathrl.eval.metrics import summarize
 from mathrl.eval.paired import holm, mcnemar_exact, paired_bootstrap
 from mathrl.fileio import complete_lines
 
+# What a samples.jsonl line needs for the report (mathrl eval writes these and more).
+SAMPLE_FIELDS = ("problem_id", "correct", "answer_key", "n_tokens", "n_thinking_tokens", "finish_reason")
 PROTOCOL_KEYS = ("n", "temperature", "top_p", "max_tokens", "few_shot", "thinking", "system_prompt")
 
 
@@ -59,13 +61,15 @@ def load_run(run_dir: Path) -> dict[str, RunEval]:
     for bench_dir in sorted(p for p in root.iterdir() if (p / "samples.jsonl").is_file()):
         by_problem: dict[str, list[dict]] = {}
         for line_no, line in enumerate(complete_lines(bench_dir / "samples.jsonl"), start=1):
+            where = f"{bench_dir / 'samples.jsonl'}:{line_no}"
             try:
                 row = json.loads(line)
-                by_problem.setdefault(row["problem_id"], []).append(row)
-            except (json.JSONDecodeError, KeyError) as err:
-                raise UserError(
-                    f"{bench_dir / 'samples.jsonl'}:{line_no}: not a sample line ({err})"
-                ) from None
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: not JSON ({err})") from None
+            missing = [k for k in SAMPLE_FIELDS if k not in row] if isinstance(row, dict) else ["(object)"]
+            if missing:
+                raise UserError(f"{where}: field {missing[0]!r} missing (not a mathrl eval sample line)")
+            by_problem.setdefault(row["problem_id"], []).append(row)
         stored = bench_dir / "metrics.json"
         protocol = json.loads(stored.read_text()).get("protocol", {}) if stored.is_file() else {}
         results[bench_dir.name] = RunEval(
@@ -149,8 +153,14 @@ def benchmarks_of(results: dict) -> list[str]:
 
 
 def render_markdown(
-    names: list[str], results: dict, comparisons: list[Comparison], baseline: str, alpha: float = 0.05
+    names: list[str],
+    results: dict,
+    comparisons: list[Comparison],
+    baseline: str,
+    alpha: float = 0.05,
+    figures: dict[str, str] | None = None,
 ) -> str:
+    """The report; ``figures`` (caption -> image file beside report.md) are linked at the end."""
     benches = benchmarks_of(results)
     best = {
         b: max((results[r][b].metrics["accuracy"] for r in names if b in results[r]), default=None)
@@ -216,6 +226,11 @@ def render_markdown(
                 )
     if notes:
         lines += ["", "## Notes", "", *notes]
+    if figures:
+        lines += ["", "## Plots", ""]
+        for caption, name in figures.items():
+            lines += [f"![{caption}]({name})", ""]
+        lines.pop()
     return "\n".join(lines) + "\n"
 
 

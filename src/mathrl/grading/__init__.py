@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from mathrl.grading.batch import grade_many
 from mathrl.grading.equivalence import DEFAULT_TIMEOUT_S, answers_match, parse_number
-from mathrl.grading.extract import EXTRACT_MODES, extract_answer, last_boxed, strip_thinking
+from mathrl.grading.extract import EXTRACT_MODES, extract_answer, last_boxed, split_thinking, strip_thinking
 from mathrl.grading.normalize import normalize
 
 __all__ = ["DEFAULT_TIMEOUT_S", "EXTRACT_MODES", "answers_match", "extract_answer", "grade",
-           "grade_many", "last_boxed", "normalize", "parse_number", "strip_thinking"]
+           "grade_many", "last_boxed", "normalize", "parse_number", "split_thinking",
+           "strip_thinking"]
 
 
 def grade(response: str, gold: str, extract: str = "boxed", tolerance: float | None = None,

@@ -8,17 +8,25 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
-def strip_thinking(text: str) -> str:
-    """The part of a response after its thinking block.
+def split_thinking(text: str) -> tuple[str | None, str]:
+    """(thinking, the rest) of a response; thinking is None when the response has no thinking block.
 
-    A thought that was opened and never closed (output truncated mid-thought) leaves nothing:
-    an answer-like string inside unfinished thinking is not the model's final answer.
+    A thought that was opened and never closed (output truncated mid-thought) is all thinking and
+    leaves no rest: an answer-like string inside unfinished thinking is not the model's final
+    answer. Without ``<think>`` but with ``</think>`` (templates that put ``<think>`` in the
+    prompt) everything before ``</think>`` is thinking.
     """
     if THINK_CLOSE in text:
-        return text.rsplit(THINK_CLOSE, 1)[1]
+        head, _, rest = text.rpartition(THINK_CLOSE)
+        return head.split(THINK_OPEN, 1)[-1], rest
     if THINK_OPEN in text:
-        return ""
-    return text
+        return text.split(THINK_OPEN, 1)[1], ""
+    return None, text
+
+
+def strip_thinking(text: str) -> str:
+    """The part of a response after its thinking block (see ``split_thinking``)."""
+    return split_thinking(text)[1]
 
 
 def last_boxed(text: str) -> str | None:
