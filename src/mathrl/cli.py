@@ -16,6 +16,7 @@ from mathrl.errors import UserError
 # (name, module under mathrl.commands, one-line description). Subcommands with their own
 # subcommands list them in their module.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "demo", "both studies in miniature on the embedded tiny model: train, evaluate, report"),
     ("eval", "eval", "evaluate a model on benchmarks: graded samples, accuracy with CIs, token stats"),
     ("data", "data", "list the registered datasets, or show problems of one (or of your file)"),
     ("grade", "grade", "grade responses or answers against gold answers with the one grader"),
@@ -48,8 +49,35 @@ def _module(name: str):
     return importlib.import_module(f"mathrl.commands.{name}")
 
 
+def _apply_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``--config FILE.yaml`` on an option-style command (eval, distill, rejection-sample): the
+    recipe's settings become the command's defaults, flags on the command line override them."""
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+    if path is None:
+        return
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = next((a for a in argv if a in subparsers.choices), None)
+    sub = subparsers.choices.get(command)
+    if sub is None or not any(a.dest == "config_file" for a in sub._actions):
+        return
+    from mathrl.config import option_defaults
+
+    sub.set_defaults(**option_defaults(sub, path))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _apply_recipe(parser, argv)
+    except UserError as err:
+        print(f"mathrl: error: {err}", file=sys.stderr)
+        return 2
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`mathrl sft c.yaml --out r lr=1e-4`), which
     # argparse does not gather into a positional list by itself.

@@ -9,6 +9,7 @@ value is one error naming the file, the line and the field.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -31,7 +32,7 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] 
     values: dict[str, Any] = {}
     where: dict[str, str] = {}
     if path is not None:
-        _read_yaml(Path(path), values, where, seen=())
+        values, where = read_recipe(path)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -45,6 +46,58 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] 
         target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
         where[key.strip()] = f"command line: {item}"
     return _build(cls, values, where, prefix="")
+
+
+PACKAGED_RECIPES = Path(__file__).parent / "configs"
+
+
+def recipe_path(path: str | Path) -> Path:
+    """``path`` if it exists, else the packaged recipe of that name (``tiny/grpo.yaml`` or
+    ``configs/tiny/grpo.yaml``), so recipes work from an installed package outside the repo."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    packaged = PACKAGED_RECIPES.joinpath(*parts)
+    return packaged if packaged.is_file() else path
+
+
+def read_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """A YAML recipe with its ``base`` chain merged: (values, where each key was set: ``file:line``)."""
+    values: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    _read_yaml(recipe_path(path), values, where, seen=())
+    return values, where
+
+
+def option_defaults(parser: argparse.ArgumentParser, path: str | Path) -> dict[str, Any]:
+    """Defaults for an option-style command (``mathrl eval --config F``) from a YAML recipe whose
+    keys are the command's option names (``max_tokens`` or ``max-tokens``). Flags given on the
+    command line still win. Unknown keys and bad values are errors naming file and line."""
+    values, where = read_recipe(path)
+    actions = {
+        a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config_file")
+    }
+    defaults = {}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            raise UserError(
+                f"{where[key]}: unknown setting {key!r} for this command; known: {', '.join(sorted(actions))}"
+            )
+        if isinstance(value, list) and action.type in (None, str):
+            value = ",".join(str(v) for v in value)  # benchmarks: [math500, aime2024]
+        if value is not None and action.type is not None and not isinstance(value, bool):
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{where[key]}: {key}: cannot read {value!r}") from None
+        if action.choices is not None and value not in action.choices:
+            raise UserError(f"{where[key]}: {key} must be one of {', '.join(map(str, action.choices))}")
+        defaults[dest] = value
+        action.required = False  # given by the recipe
+    return defaults
 
 
 def config_dict(cfg: Any) -> dict:
@@ -114,8 +167,11 @@ def _build(cls: type, values: dict, where: dict, prefix: str) -> Any:
             known = ", ".join(sorted(fields))
             raise UserError(f"{where.get(name, name)}: unknown setting {name!r} (known: {known})")
         kwargs[key] = _convert(hints[key], value, name, where)
-    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise UserError(f"missing required setting(s): {', '.join(prefix + m for m in missing)}")
     try:
@@ -152,8 +208,10 @@ def _convert(hint: Any, value: Any, name: str, where: dict) -> Any:
         if not isinstance(value, dict):
             raise bad("a mapping")
         key_type, value_type = args or (Any, Any)
-        return {_convert(key_type, k, f"{name}.{k}", where): _convert(value_type, v, f"{name}.{k}", where)
-                for k, v in value.items()}
+        return {
+            _convert(key_type, k, f"{name}.{k}", where): _convert(value_type, v, f"{name}.{k}", where)
+            for k, v in value.items()
+        }
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

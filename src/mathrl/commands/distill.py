@@ -11,7 +11,10 @@ from pathlib import Path
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser, temperature: float, n: int) -> None:
+    from mathrl.commands import add_recipe_option
     from mathrl.commands.data import add_data_source_arguments
+
+    add_recipe_option(parser)
 
     parser.add_argument("--dataset", required=True, help="training problems: a registered name "
                         "(math_hard, gsm8k_train, arith_train, ...), a file, or hf:ORG/NAME")

@@ -20,6 +20,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    from mathrl.commands import add_recipe_option
+
+    add_recipe_option(parser)
     parser.add_argument("--benchmarks", required=True, help="comma-separated names, e.g. math500,aime2024")
     parser.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/baseline")
     parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")

@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("report"), help="where report.md and report.csv go")
     parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate for Holm (0.05)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the report")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-view", action="store_true", help="skip samples.html (the sample viewer)")
     parser.set_defaults(run=run)
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
             render_page(page_data(args.runs), "mathrl samples: " + ", ".join(names)),
         )
         written.append("samples.html")
-    print(markdown)
+    if not args.quiet:
+        print(markdown)
     print(f"wrote to {args.out}/: " + ", ".join(written))
     return 0
 

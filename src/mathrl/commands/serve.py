@@ -14,13 +14,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this server dies, even by SIGKILL "
+                        "(Linux; `mathrl demo` starts its teacher so)")
     parser.set_defaults(run=run)
+
+
+def exit_with_parent() -> None:
+    """Ask the kernel for SIGTERM when our parent dies (PR_SET_PDEATHSIG), and leave now if it
+    already has (we were re-parented to init)."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: the parent stops the server on a normal exit or Ctrl-C only
+    if os.getppid() == 1:
+        sys.exit(0)
 
 
 def run(args: argparse.Namespace) -> int:
     from mathrl.sampling.factory import make_sampler
     from mathrl.serve import make_server
 
+    if args.exit_with_parent:
+        exit_with_parent()
     sampler = make_sampler(args.model, args.adapter, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size)
     name = args.served_name or args.model

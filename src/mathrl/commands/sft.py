@@ -19,13 +19,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
         "--out",
         type=Path,
         default=None,
-        help="run folder (default runs/<config name>); rerun the same command to resume",
+        help="run folder (default runs/<group>/<name> for configs/<group>/<name>.yaml, else "
+        "runs/<name>); rerun the same command to resume",
     )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "configs/tiny/sft.yaml")
     parser.set_defaults(run=run)
+
+
+def default_run_dir(config: Path) -> Path:
+    """``runs/<group>/<name>`` for a recipe ``configs/<group>/<name>.yaml`` (the folder the next
+    recipe in a study reads, e.g. ``adapter: runs/study1/sft_a/final``), else ``runs/<name>``."""
+    config = Path(config)
+    if config.parent.parent.name == "configs":
+        return Path("runs") / config.parent.name / config.stem
+    return Path("runs") / config.stem
 
 
 def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
@@ -37,7 +47,7 @@ def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
     from mathrl.config import load_config
 
     cfg = load_config(config_class, args.config, args.overrides)
-    out = args.out or Path("runs") / args.config.stem
+    out = args.out or default_run_dir(args.config)
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=True) as bar:

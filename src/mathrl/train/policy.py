@@ -54,8 +54,12 @@ def load_policy(
     if finetune == "full":
         base.train()
         return base
+    import warnings
+
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    # peft 0.21 reads transformers 5's deprecated ``is_gradient_checkpointing``: noise, not news.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     if adapter:
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise UserError(f"adapter={adapter}: no adapter_config.json there")

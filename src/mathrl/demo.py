@@ -1,0 +1,392 @@
+"""``mathrl demo``: both studies in miniature on the embedded tiny model and arith.
+
+The demo is a list of stages, each one ``mathrl`` command line, printed before it runs (so every
+step can be copied and rerun by hand) and run in this process through the CLI's own ``main``.
+Study 1 (math reasoning post-training): baseline eval; a stronger teacher (``tiny-teacher``)
+served over HTTP by ``mathrl serve``, distilled into traces; LoRA SFT on them; direct GRPO;
+SFT -> GRPO; GRPO on hard problems only; continued GRPO at half the learning rate. Study 2
+(token-efficient reasoning): a verbose baseline; rejection-sampled SFT (the shortest correct of
+16 samples); online RL with the self-improving efficiency reward. Then one report per study
+(table with CIs, paired tests against the study's baseline, plots, the sample viewer).
+
+Every stage writes a run folder under ``out``; a finished stage is recorded in
+``out/demo_state.json`` with its command line, so a killed demo reruns only what is missing
+(and each command resumes its own partial work).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mathrl.config import PACKAGED_RECIPES
+from mathrl.errors import UserError
+from mathrl.fileio import write_atomic
+
+TEACHER_URL = "{teacher_url}"  # filled in once the teacher's server is up
+BASELINES = {1: "base", 2: "verbose"}  # each study's runs are compared with its own baseline
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big each stage is. ``FULL`` is the demo (<= 15 minutes on 2 CPU cores); ``QUICK``
+    runs every stage for a few steps (the test of the whole pipeline)."""
+
+    eval_problems: int  # arith test problems per evaluation (300 is the whole test split)
+    distill_problems: int
+    sft_epochs: int
+    grpo_steps: int  # direct GRPO and GRPO on hard problems
+    followup_steps: int  # SFT -> GRPO and continued GRPO
+    verbose_problems: int
+    rs_problems: int
+    rs_samples: int
+    efficiency_steps: int
+
+
+FULL = Scale(
+    eval_problems=300,
+    distill_problems=2000,
+    sft_epochs=4,
+    grpo_steps=60,
+    followup_steps=30,
+    verbose_problems=2000,
+    rs_problems=300,
+    rs_samples=16,
+    efficiency_steps=60,
+)
+QUICK = Scale(
+    eval_problems=40,
+    distill_problems=96,
+    sft_epochs=1,
+    grpo_steps=2,
+    followup_steps=1,
+    verbose_problems=96,
+    rs_problems=24,
+    rs_samples=4,
+    efficiency_steps=2,
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its run folder (or file) under the demo folder
+    study: int  # 1: math reasoning post-training, 2: token-efficient reasoning
+    title: str
+    argv: tuple[str, ...]  # a mathrl command line
+    label: str = ""  # its row in the closing table (runs only)
+
+
+def stages(out: Path, scale: Scale, recipes: Path = PACKAGED_RECIPES / "tiny") -> list[Stage]:
+    """The demo's command lines, in order."""
+    o = lambda name: str(out / name)  # noqa: E731
+    evals = (f"eval.num_problems={scale.eval_problems}",)
+    every = (f"eval.every={max(1, scale.grpo_steps // 3)}",)
+    runs = [
+        Stage(
+            "base",
+            1,
+            "baseline: the shipped tiny model on arith",
+            (
+                "eval",
+                "--model",
+                "tiny",
+                "--benchmarks",
+                "arith",
+                "--max-tokens",
+                "256",
+                "--num-problems",
+                str(scale.eval_problems),
+                "--out",
+                o("base"),
+            ),
+            label="tiny as shipped",
+        ),
+        Stage(
+            "teacher",
+            1,
+            "the teacher (tiny-teacher) on the same problems",
+            (
+                "eval",
+                "--model",
+                "tiny-teacher",
+                "--benchmarks",
+                "arith",
+                "--max-tokens",
+                "256",
+                "--num-problems",
+                str(scale.eval_problems),
+                "--out",
+                o("teacher"),
+            ),
+            label="tiny-teacher",
+        ),
+        Stage(
+            "traces.jsonl",
+            1,
+            "distillation: sample the teacher over HTTP, keep its correct traces",
+            (
+                "distill",
+                "--teacher",
+                TEACHER_URL,
+                "--dataset",
+                "arith_train",
+                "--levels",
+                "1,2,3",
+                "--num-problems",
+                str(scale.distill_problems),
+                "--max-tokens",
+                "256",
+                "--out",
+                o("traces.jsonl"),
+            ),
+        ),
+        Stage(
+            "sft",
+            1,
+            "LoRA SFT on the teacher's traces",
+            (
+                "sft",
+                str(recipes / "sft.yaml"),
+                f"data={o('traces.jsonl')}",
+                f"epochs={scale.sft_epochs}",
+                *evals,
+                "--out",
+                o("sft"),
+            ),
+            label="distilled SFT",
+        ),
+        Stage(
+            "grpo",
+            1,
+            "GRPO from the base model, binary correctness reward",
+            (
+                "grpo",
+                str(recipes / "grpo.yaml"),
+                f"max_steps={scale.grpo_steps}",
+                *evals,
+                *every,
+                "--out",
+                o("grpo"),
+            ),
+            label="GRPO",
+        ),
+        Stage(
+            "sft_grpo",
+            1,
+            "SFT -> GRPO: GRPO from the SFT adapter",
+            (
+                "grpo",
+                str(recipes / "sft_grpo.yaml"),
+                f"adapter={o('sft/final')}",
+                f"max_steps={scale.followup_steps}",
+                *evals,
+                "--out",
+                o("sft_grpo"),
+            ),
+            label="SFT -> GRPO",
+        ),
+        Stage(
+            "grpo_hard",
+            1,
+            "GRPO on hard problems only (levels 2-3)",
+            (
+                "grpo",
+                str(recipes / "grpo_hard.yaml"),
+                f"max_steps={scale.grpo_steps}",
+                *evals,
+                *every,
+                "--out",
+                o("grpo_hard"),
+            ),
+            label="GRPO, hard only",
+        ),
+        Stage(
+            "grpo_continue",
+            1,
+            "continued GRPO from the hard run at half the learning rate",
+            (
+                "grpo",
+                str(recipes / "grpo_continue.yaml"),
+                f"adapter={o('grpo_hard/final')}",
+                f"max_steps={scale.followup_steps}",
+                *evals,
+                "--out",
+                o("grpo_continue"),
+            ),
+            label="GRPO hard + lr/2",
+        ),
+        Stage(
+            "verbose_traces.jsonl",
+            2,
+            "study 2's verbose baseline, its data: traces that re-check steps",
+            (
+                "toy",
+                "traces",
+                "--recheck-percent",
+                "85",
+                "--num-problems",
+                str(scale.verbose_problems),
+                "--out",
+                o("verbose_traces.jsonl"),
+            ),
+        ),
+        Stage(
+            "verbose",
+            2,
+            "the verbose baseline: tiny-teacher fine-tuned to re-check its steps",
+            (
+                "sft",
+                str(recipes / "verbose.yaml"),
+                f"data={o('verbose_traces.jsonl')}",
+                *evals,
+                "--out",
+                o("verbose"),
+            ),
+            label="verbose baseline",
+        ),
+        Stage(
+            "rs_traces.jsonl",
+            2,
+            f"rejection sampling: the shortest correct of {scale.rs_samples} samples",
+            (
+                "rejection-sample",
+                "--model",
+                o("verbose/final"),
+                "--dataset",
+                "arith_train",
+                "--levels",
+                "1,2,3",
+                "--num-problems",
+                str(scale.rs_problems),
+                "--num-samples",
+                str(scale.rs_samples),
+                "--max-tokens",
+                "256",
+                "--out",
+                o("rs_traces.jsonl"),
+            ),
+        ),
+        Stage(
+            "rs_sft",
+            2,
+            "rejection-sampled SFT (LoRA) on the verbose model",
+            (
+                "sft",
+                str(recipes / "rs_sft.yaml"),
+                f"model={o('verbose/final')}",
+                f"data={o('rs_traces.jsonl')}",
+                *evals,
+                "--out",
+                o("rs_sft"),
+            ),
+            label="rejection-sampled SFT",
+        ),
+        Stage(
+            "efficiency_rl",
+            2,
+            "online RL with the efficiency reward best_so_far / tokens",
+            (
+                "grpo",
+                str(recipes / "efficiency_rl.yaml"),
+                f"model={o('verbose/final')}",
+                f"max_steps={scale.efficiency_steps}",
+                *evals,
+                "--out",
+                o("efficiency_rl"),
+            ),
+            label="efficiency RL",
+        ),
+    ]
+    reports = [
+        Stage(
+            f"report/study{study}",
+            study,
+            f"report, study {study}: against {baseline}",
+            (
+                "report",
+                *(o(r.name) for r in runs if r.study == study and r.label),
+                "--baseline",
+                baseline,
+                "--quiet",
+                "--out",
+                o(f"report/study{study}"),
+            ),
+        )
+        for study, baseline in BASELINES.items()
+    ]
+    return runs + reports
+
+
+@contextmanager
+def teacher_server(log: Callable[[str], None]) -> Iterator[str]:
+    """``mathrl serve --model tiny-teacher`` on a free port, in its own process; yields its URL."""
+    command = [sys.executable, "-m", "mathrl.cli", "serve", "--model", "tiny-teacher", "--port", "0"]
+    log("$ mathrl serve --model tiny-teacher --port 0   (in the background)")
+    server = subprocess.Popen(
+        [*command, "--exit-with-parent"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"http://[\w.]+:\d+/v1", line)
+        if found is None:
+            raise UserError(f"the teacher server did not start: {line.strip() or server.stdout.read()}")
+        log(f"  teacher at {found[0]}")
+        yield found[0]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def shown(argv) -> str:
+    """A command line as the user would type it in the repository (recipes as configs/...)."""
+    return "$ mathrl " + " ".join(a.replace(str(PACKAGED_RECIPES), "configs") for a in argv)
+
+
+def run_demo(
+    out: Path, scale: Scale = FULL, log: Callable[[str], None] = print, only: set[str] | None = None
+) -> dict[str, float]:
+    """Run every stage not yet done; returns seconds per stage run now."""
+    from mathrl.cli import main
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "demo_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    plan = stages(out, scale)
+    seconds: dict[str, float] = {}
+    for index, stage in enumerate(plan, start=1):
+        if only is not None and stage.name not in only:
+            continue
+        header = f"[{index}/{len(plan)}] study {stage.study}: {stage.title}"
+        if state.get(stage.name) == list(stage.argv):
+            log(f"[{index}/{len(plan)}] {stage.name}: done before, skipped")
+            continue
+        log("")
+        log(header)
+        start = time.perf_counter()
+        if TEACHER_URL in stage.argv:
+            with teacher_server(log) as url:
+                argv = [url if a == TEACHER_URL else a for a in stage.argv]
+                log(shown(argv))
+                code = main(argv)
+        else:
+            log(shown(stage.argv))
+            code = main(list(stage.argv))
+        if code != 0:
+            raise UserError(f"stage {stage.name} failed (exit {code}); fix it and rerun the demo to resume")
+        seconds[stage.name] = time.perf_counter() - start
+        log(f"  {stage.name}: {seconds[stage.name]:.0f} s")
+        state[stage.name] = list(stage.argv)
+        write_atomic(state_path, json.dumps(state, indent=1) + "\n")
+    return seconds
