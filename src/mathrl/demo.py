@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -50,28 +51,10 @@ class Scale:
     efficiency_steps: int
 
 
-FULL = Scale(
-    eval_problems=300,
-    distill_problems=2000,
-    sft_epochs=4,
-    grpo_steps=60,
-    followup_steps=30,
-    verbose_problems=2000,
-    rs_problems=300,
-    rs_samples=16,
-    efficiency_steps=60,
-)
-QUICK = Scale(
-    eval_problems=40,
-    distill_problems=96,
-    sft_epochs=1,
-    grpo_steps=2,
-    followup_steps=1,
-    verbose_problems=96,
-    rs_problems=24,
-    rs_samples=4,
-    efficiency_steps=2,
-)
+FULL = Scale(eval_problems=300, distill_problems=2000, sft_epochs=4, grpo_steps=60, followup_steps=30,
+             verbose_problems=2000, rs_problems=300, rs_samples=16, efficiency_steps=60)
+QUICK = Scale(eval_problems=40, distill_problems=96, sft_epochs=1, grpo_steps=2, followup_steps=1,
+              verbose_problems=96, rs_problems=24, rs_samples=4, efficiency_steps=2)
 
 
 @dataclass(frozen=True)
@@ -85,243 +68,55 @@ class Stage:
 
 def stages(out: Path, scale: Scale, recipes: Path = PACKAGED_RECIPES / "tiny") -> list[Stage]:
     """The demo's command lines, in order."""
-    o = lambda name: str(out / name)  # noqa: E731
-    evals = (f"eval.num_problems={scale.eval_problems}",)
-    every = (f"eval.every={max(1, scale.grpo_steps // 3)}",)
-    runs = [
-        Stage(
-            "base",
-            1,
-            "baseline: the shipped tiny model on arith",
-            (
-                "eval",
-                "--model",
-                "tiny",
-                "--benchmarks",
-                "arith",
-                "--max-tokens",
-                "256",
-                "--num-problems",
-                str(scale.eval_problems),
-                "--out",
-                o("base"),
-            ),
-            label="tiny as shipped",
-        ),
-        Stage(
-            "teacher",
-            1,
-            "the teacher (tiny-teacher) on the same problems",
-            (
-                "eval",
-                "--model",
-                "tiny-teacher",
-                "--benchmarks",
-                "arith",
-                "--max-tokens",
-                "256",
-                "--num-problems",
-                str(scale.eval_problems),
-                "--out",
-                o("teacher"),
-            ),
-            label="tiny-teacher",
-        ),
-        Stage(
-            "traces.jsonl",
-            1,
-            "distillation: sample the teacher over HTTP, keep its correct traces",
-            (
-                "distill",
-                "--teacher",
-                TEACHER_URL,
-                "--dataset",
-                "arith_train",
-                "--levels",
-                "1,2,3",
-                "--num-problems",
-                str(scale.distill_problems),
-                "--max-tokens",
-                "256",
-                "--out",
-                o("traces.jsonl"),
-            ),
-        ),
-        Stage(
-            "sft",
-            1,
-            "LoRA SFT on the teacher's traces",
-            (
-                "sft",
-                str(recipes / "sft.yaml"),
-                f"data={o('traces.jsonl')}",
-                f"epochs={scale.sft_epochs}",
-                *evals,
-                "--out",
-                o("sft"),
-            ),
-            label="distilled SFT",
-        ),
-        Stage(
-            "grpo",
-            1,
-            "GRPO from the base model, binary correctness reward",
-            (
-                "grpo",
-                str(recipes / "grpo.yaml"),
-                f"max_steps={scale.grpo_steps}",
-                *evals,
-                *every,
-                "--out",
-                o("grpo"),
-            ),
-            label="GRPO",
-        ),
-        Stage(
-            "sft_grpo",
-            1,
-            "SFT -> GRPO: GRPO from the SFT adapter",
-            (
-                "grpo",
-                str(recipes / "sft_grpo.yaml"),
-                f"adapter={o('sft/final')}",
-                f"max_steps={scale.followup_steps}",
-                *evals,
-                "--out",
-                o("sft_grpo"),
-            ),
-            label="SFT -> GRPO",
-        ),
-        Stage(
-            "grpo_hard",
-            1,
-            "GRPO on hard problems only (levels 2-3)",
-            (
-                "grpo",
-                str(recipes / "grpo_hard.yaml"),
-                f"max_steps={scale.grpo_steps}",
-                *evals,
-                *every,
-                "--out",
-                o("grpo_hard"),
-            ),
-            label="GRPO, hard only",
-        ),
-        Stage(
-            "grpo_continue",
-            1,
-            "continued GRPO from the hard run at half the learning rate",
-            (
-                "grpo",
-                str(recipes / "grpo_continue.yaml"),
-                f"adapter={o('grpo_hard/final')}",
-                f"max_steps={scale.followup_steps}",
-                *evals,
-                "--out",
-                o("grpo_continue"),
-            ),
-            label="GRPO hard + lr/2",
-        ),
-        Stage(
-            "verbose_traces.jsonl",
-            2,
-            "study 2's verbose baseline, its data: traces that re-check steps",
-            (
-                "toy",
-                "traces",
-                "--recheck-percent",
-                "85",
-                "--num-problems",
-                str(scale.verbose_problems),
-                "--out",
-                o("verbose_traces.jsonl"),
-            ),
-        ),
-        Stage(
-            "verbose",
-            2,
-            "the verbose baseline: tiny-teacher fine-tuned to re-check its steps",
-            (
-                "sft",
-                str(recipes / "verbose.yaml"),
-                f"data={o('verbose_traces.jsonl')}",
-                *evals,
-                "--out",
-                o("verbose"),
-            ),
-            label="verbose baseline",
-        ),
-        Stage(
-            "rs_traces.jsonl",
-            2,
-            f"rejection sampling: the shortest correct of {scale.rs_samples} samples",
-            (
-                "rejection-sample",
-                "--model",
-                o("verbose/final"),
-                "--dataset",
-                "arith_train",
-                "--levels",
-                "1,2,3",
-                "--num-problems",
-                str(scale.rs_problems),
-                "--num-samples",
-                str(scale.rs_samples),
-                "--max-tokens",
-                "256",
-                "--out",
-                o("rs_traces.jsonl"),
-            ),
-        ),
-        Stage(
-            "rs_sft",
-            2,
-            "rejection-sampled SFT (LoRA) on the verbose model",
-            (
-                "sft",
-                str(recipes / "rs_sft.yaml"),
-                f"model={o('verbose/final')}",
-                f"data={o('rs_traces.jsonl')}",
-                *evals,
-                "--out",
-                o("rs_sft"),
-            ),
-            label="rejection-sampled SFT",
-        ),
-        Stage(
-            "efficiency_rl",
-            2,
-            "online RL with the efficiency reward best_so_far / tokens",
-            (
-                "grpo",
-                str(recipes / "efficiency_rl.yaml"),
-                f"model={o('verbose/final')}",
-                f"max_steps={scale.efficiency_steps}",
-                *evals,
-                "--out",
-                o("efficiency_rl"),
-            ),
-            label="efficiency RL",
-        ),
+    o, tiny = shlex.quote(str(out)), shlex.quote(str(recipes))
+    n = scale.eval_problems
+    evals = f"eval.num_problems={n}"
+    every = f"eval.every={max(1, scale.grpo_steps // 3)}"
+    eval_args = f"--benchmarks arith --max-tokens 256 --num-problems {n}"
+    rows = [  # (name, study, what it shows, its row in the closing table, command line)
+        ("base", 1, "baseline: the shipped tiny model on arith", "tiny as shipped",
+         f"eval --model tiny {eval_args} --out {o}/base"),
+        ("teacher", 1, "the teacher (tiny-teacher) on the same problems", "tiny-teacher",
+         f"eval --model tiny-teacher {eval_args} --out {o}/teacher"),
+        ("traces.jsonl", 1, "distillation: sample the teacher over HTTP, keep its correct traces", "",
+         f"distill --teacher {TEACHER_URL} --dataset arith_train --levels 1,2,3 "
+         # One request at a time: a server that batches concurrent requests (mathrl serve, vLLM)
+         # makes seeded samples depend on what arrived together; alone, they repeat exactly.
+         f"--num-problems {scale.distill_problems} --max-tokens 256 --concurrency 1 --out {o}/traces.jsonl"),
+        ("sft", 1, "LoRA SFT on the teacher's traces", "distilled SFT",
+         f"sft {tiny}/sft.yaml data={o}/traces.jsonl epochs={scale.sft_epochs} {evals} --out {o}/sft"),
+        ("grpo", 1, "GRPO from the base model, binary correctness reward", "GRPO",
+         f"grpo {tiny}/grpo.yaml max_steps={scale.grpo_steps} {evals} {every} --out {o}/grpo"),
+        ("sft_grpo", 1, "SFT -> GRPO: GRPO from the SFT adapter", "SFT -> GRPO",
+         f"grpo {tiny}/sft_grpo.yaml adapter={o}/sft/final max_steps={scale.followup_steps} {evals} "
+         f"--out {o}/sft_grpo"),
+        ("grpo_hard", 1, "GRPO on hard problems only (levels 2-3)", "GRPO, hard only",
+         f"grpo {tiny}/grpo_hard.yaml max_steps={scale.grpo_steps} {evals} {every} --out {o}/grpo_hard"),
+        ("grpo_continue", 1, "continued GRPO from the hard run at half the learning rate", "GRPO hard + lr/2",
+         f"grpo {tiny}/grpo_continue.yaml adapter={o}/grpo_hard/final max_steps={scale.followup_steps} "
+         f"{evals} --out {o}/grpo_continue"),
+        ("verbose_traces.jsonl", 2, "study 2's verbose baseline, its data: traces that re-check steps", "",
+         f"toy traces --recheck-percent 85 --num-problems {scale.verbose_problems} "
+         f"--out {o}/verbose_traces.jsonl"),
+        ("verbose", 2, "the verbose baseline: tiny-teacher fine-tuned to re-check its steps",
+         "verbose baseline",
+         f"sft {tiny}/verbose.yaml data={o}/verbose_traces.jsonl {evals} --out {o}/verbose"),
+        ("rs_traces.jsonl", 2, f"rejection sampling: the shortest correct of {scale.rs_samples} samples", "",
+         f"rejection-sample --model {o}/verbose/final --dataset arith_train --levels 1,2,3 "
+         f"--num-problems {scale.rs_problems} --num-samples {scale.rs_samples} --max-tokens 256 "
+         f"--out {o}/rs_traces.jsonl"),
+        ("rs_sft", 2, "rejection-sampled SFT (LoRA) on the verbose model", "rejection-sampled SFT",
+         f"sft {tiny}/rs_sft.yaml model={o}/verbose/final data={o}/rs_traces.jsonl {evals} --out {o}/rs_sft"),
+        ("efficiency_rl", 2, "online RL with the efficiency reward best_so_far / tokens", "efficiency RL",
+         f"grpo {tiny}/efficiency_rl.yaml model={o}/verbose/final max_steps={scale.efficiency_steps} {evals} "
+         f"--out {o}/efficiency_rl"),
     ]
-    reports = [
-        Stage(
-            f"report/study{study}",
-            study,
-            f"report, study {study}: against {baseline}",
-            (
-                "report",
-                *(o(r.name) for r in runs if r.study == study and r.label),
-                "--baseline",
-                baseline,
-                "--quiet",
-                "--out",
-                o(f"report/study{study}"),
-            ),
-        )
-        for study, baseline in BASELINES.items()
-    ]
-    return runs + reports
+    for study, baseline in BASELINES.items():
+        runs = " ".join(f"{o}/{name}" for name, s, _, label, _ in rows if s == study and label)
+        rows.append((f"report/study{study}", study, f"report, study {study}: against {baseline}", "",
+                     f"report {runs} --baseline {baseline} --quiet --out {o}/report/study{study}"))
+    return [Stage(name, study, title, tuple(shlex.split(command)), label)
+            for name, study, title, label, command in rows]
 
 
 @contextmanager
@@ -350,12 +145,10 @@ def teacher_server(log: Callable[[str], None]) -> Iterator[str]:
 
 def shown(argv) -> str:
     """A command line as the user would type it in the repository (recipes as configs/...)."""
-    return "$ mathrl " + " ".join(a.replace(str(PACKAGED_RECIPES), "configs") for a in argv)
+    return "$ mathrl " + shlex.join(a.replace(str(PACKAGED_RECIPES), "configs") for a in argv)
 
 
-def run_demo(
-    out: Path, scale: Scale = FULL, log: Callable[[str], None] = print, only: set[str] | None = None
-) -> dict[str, float]:
+def run_demo(out: Path, scale: Scale = FULL, log: Callable[[str], None] = print) -> dict[str, float]:
     """Run every stage not yet done; returns seconds per stage run now."""
     from mathrl.cli import main
 
@@ -366,8 +159,6 @@ def run_demo(
     plan = stages(out, scale)
     seconds: dict[str, float] = {}
     for index, stage in enumerate(plan, start=1):
-        if only is not None and stage.name not in only:
-            continue
         header = f"[{index}/{len(plan)}] study {stage.study}: {stage.title}"
         if state.get(stage.name) == list(stage.argv):
             log(f"[{index}/{len(plan)}] {stage.name}: done before, skipped")

@@ -36,7 +36,7 @@ def accuracy_figure(names: list[str], metrics: Metrics) -> Figure:
     """Grouped bars: one group per benchmark, one bar per run, 95% CI as error bars."""
     benches = sorted({b for run in metrics.values() for b in run})
     width = 0.8 / max(1, len(names))
-    fig = Figure(figsize=(max(6.0, 1.2 + len(benches) * (0.5 + 0.35 * len(names))), 4.5))
+    fig = Figure(figsize=(max(6.0, 1.2 + len(benches) * (0.5 + 0.35 * len(names))) + 1.8, 4.5))
     ax = fig.add_subplot()
     for i, run in enumerate(names):
         xs, ys, lows, highs = [], [], [], []
@@ -57,7 +57,8 @@ def accuracy_figure(names: list[str], metrics: Metrics) -> Figure:
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy by benchmark (95% CI)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small", ncols=min(4, len(names)), loc="upper right")
+    # Beside the axes, not over the bars.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run")
     fig.tight_layout()
     return fig
 
@@ -88,7 +89,6 @@ def frontier_figure(names: list[str], metrics: Metrics) -> Figure:
             points.append((tokens, acc))
             ax.errorbar(tokens, acc, yerr=[[min(ci, acc)], [min(ci, 100 - acc)]], fmt="o",
                         color=colors[run], capsize=3, label=run)
-            ax.annotate(run, (tokens, acc), textcoords="offset points", xytext=(5, 5), fontsize="small")
         front = pareto_front(points)
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", alpha=0.6,
                 label="frontier")
@@ -149,8 +149,11 @@ def training_figure(run_dir: Path) -> Figure | None:
     columns = min(2, len(panels))
     rows = (len(panels) + 1) // 2
     fig = Figure(figsize=(5.0 * columns, 3.5 * rows))
+    first = None
     for k, (title, ylabel, keys) in enumerate(panels):
-        ax = fig.add_subplot(rows, columns, k + 1)
+        # One step axis for all panels: a single eval point sits where it happened in training.
+        ax = fig.add_subplot(rows, columns, k + 1, sharex=first)
+        first = first or ax
         for i, key in enumerate(keys):
             steps = [s for s, _ in series[key]]
             values = [v for _, v in series[key]]

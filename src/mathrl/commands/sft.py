@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_run_dir(config: Path) -> Path:
     """``runs/<group>/<name>`` for a recipe ``configs/<group>/<name>.yaml`` (the folder the next
     recipe in a study reads, e.g. ``adapter: runs/study1/sft_a/final``), else ``runs/<name>``."""
-    config = Path(config)
+    from mathrl.config import recipe_path
+
+    config = recipe_path(config)
     if config.parent.parent.name == "configs":
         return Path("runs") / config.parent.name / config.stem
     return Path("runs") / config.stem
