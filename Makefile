@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Both studies in miniature on the embedded tiny model (about 11 minutes on 2 CPU cores); rerun to resume.
+# Both studies in miniature on the embedded tiny model (10 minutes on 2 CPU cores); rerun to resume.
 demo: install
 	MATHRL_DATA_DIR=$(DATA_DIR) $(VENV)/bin/mathrl demo --out runs/demo
 
