@@ -51,18 +51,9 @@ def _load(path: Path):
 NAMES = [str(p.relative_to(ROOT)) for p in FILES]
 
 
-class _Loaded(dict):
-    """Recipe name -> (kind, parsed config), parsed on first use (errors fail a test, not collection)."""
-
-    def __missing__(self, name):
-        self[name] = _load(ROOT / name)
-        return self[name]
-
-    def all(self):
-        return {n: self[n] for n in NAMES}
-
-
-LOADED = _Loaded()
+def recipe(name: str):
+    """(kind, parsed config) of a recipe, parsed on first use (errors fail a test, not collection)."""
+    return _load(ROOT / name)
 
 
 def test_the_recipe_folders_are_all_there():
@@ -72,7 +63,7 @@ def test_the_recipe_folders_are_all_there():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe_parses_and_resolves_its_datasets(name, data_dir):
-    kind, cfg = LOADED[name]
+    kind, cfg = recipe(name)
     path = ROOT / name
     assert path.read_text().startswith("#"), f"{name}: say what the recipe reproduces in a comment"
     if kind == "base":
@@ -106,7 +97,7 @@ def test_recipe_parses_and_resolves_its_datasets(name, data_dir):
 def _outputs() -> set[str]:
     """Files and run folders the study recipes write (their `out`, or runs/<study>/<recipe>)."""
     outs = set()
-    for name, (kind, cfg) in LOADED.all().items():
+    for name, (kind, cfg) in ((n, recipe(n)) for n in NAMES):
         if kind in ("distill", "rejection-sample", "eval"):
             outs.add(str(cfg.out))
         elif kind in ("sft", "grpo"):
@@ -117,7 +108,7 @@ def _outputs() -> set[str]:
 @pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("study")])
 def test_study_recipes_chain_into_each_other(name):
     """What a study recipe reads (traces, an adapter) is what another study recipe writes."""
-    kind, cfg = LOADED[name]
+    kind, cfg = recipe(name)
     outs = _outputs()
     for data in getattr(cfg, "data", ()) or ():
         assert data in outs, f"{name}: data {data} is written by no recipe"
@@ -249,7 +240,7 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_study_hyperparameters_match_the_studies(name):
-    kind, cfg = LOADED[name]
+    kind, cfg = recipe(name)
     for key, expected in PUBLISHED[name].items():
         assert _field(cfg, key) == expected, (
             f"{name}: {key} is {_field(cfg, key)!r}, the study used {expected!r}"
@@ -262,7 +253,7 @@ def test_study_hyperparameters_match_the_studies(name):
 
 def test_every_study_experiment_has_a_recipe():
     study = {n for n in NAMES if n.startswith("study")}
-    assert {n for n in study if LOADED[n][0] != "base"} == set(PUBLISHED)
+    assert {n for n in study if recipe(n)[0] != "base"} == set(PUBLISHED)
 
 
 def test_a_bad_key_in_an_option_recipe_names_file_and_line(tmp_path):

@@ -1,14 +1,12 @@
 """GRPO end to end on the tiny model: it learns, it resumes exactly, its checkpoints load."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from recipes import logged_steps, run_recipe
+from recipes import kill_after, logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.tasks import arith
@@ -58,11 +56,7 @@ def test_killed_and_resumed_efficiency_run_ends_identically(tmp_path):
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
     process = _grpo(run, *settings, wait=False)
-    deadline = time.time() + 300
-    while not any(s >= 3 for s in _steps(run)) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after(process, lambda: _steps(run), 3)
     assert 3 <= max(_steps(run)) < 6, "the kill should land mid-run"
     resumed = _grpo(run, *settings)
     assert resumed.returncode == 0, resumed.stderr

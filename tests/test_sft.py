@@ -2,14 +2,12 @@
 
 import copy
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from recipes import logged_steps, run_recipe
+from recipes import kill_after, logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.errors import UserError
@@ -140,11 +138,7 @@ def test_killed_and_resumed_sft_ends_with_the_same_weights(tmp_path, finetune):
 
     run = tmp_path / "killed"
     process = _sft(run, *settings, wait=False)
-    deadline = time.time() + 300
-    while not any(s >= 7 for s in _steps(run)) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after(process, lambda: _steps(run), 7)
     assert 7 <= max(_steps(run)) < 12, "the kill should land mid-run"
     resumed = _sft(run, *settings)
     assert resumed.returncode == 0, resumed.stderr

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from mathrl.errors import UserError
+from mathrl.report import load_runs
 from mathrl.viewer import page_data, render_page
 
 HOSTILE = "</script><img src=x onerror=alert(1)> & <b>bold</b>"
@@ -42,7 +43,7 @@ RL = [True, True, True, False, True, False]  # fixes p1 p2 p4, breaks p3
 
 def test_page_data_splits_thinking_and_stores_each_problem_once(tmp_path):
     runs = [_write_run(tmp_path, "base", BASE), _write_run(tmp_path, "rl", RL)]
-    data = page_data(runs)
+    data = page_data(load_runs(runs))
     assert data["runs"] == ["base", "rl"] and data["benchmarks"] == ["arith"]
     assert len(data["problems"]["arith"]) == 6 and len(data["samples"]) == 12
     first = data["samples"][0]
@@ -51,11 +52,11 @@ def test_page_data_splits_thinking_and_stores_each_problem_once(tmp_path):
     assert (first["extracted"], first["correct"], first["tokens"]) == ("7", True, 20)
     (tmp_path / "again").mkdir()
     with pytest.raises(UserError, match="distinct names"):
-        page_data([runs[0], _write_run(tmp_path / "again", "base", BASE)])
+        page_data(load_runs([runs[0], _write_run(tmp_path / "again", "base", BASE)]))
 
 
 def test_the_page_embeds_the_data_safely(tmp_path):
-    data = page_data([_write_run(tmp_path, "base", BASE)])
+    data = page_data(load_runs([_write_run(tmp_path, "base", BASE)]))
     page = render_page(data, "runs <x>")
     payload = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
     assert "<" not in payload  # nothing in a response can end the script element early
@@ -133,7 +134,7 @@ def _rendered(tmp_path, page, fragment):
 def page(tmp_path):
     runs = [_write_run(tmp_path, "base", BASE), _write_run(tmp_path, "rl", RL)]
     path = tmp_path / "view.html"
-    path.write_text(render_page(page_data(runs), "test runs"))
+    path.write_text(render_page(page_data(load_runs(runs)), "test runs"))
     return path
 
 

@@ -148,8 +148,8 @@ def shown(argv) -> str:
     return "$ mathrl " + shlex.join(a.replace(str(PACKAGED_RECIPES), "configs") for a in argv)
 
 
-def run_demo(out: Path, scale: Scale = FULL, log: Callable[[str], None] = print) -> dict[str, float]:
-    """Run every stage not yet done; returns seconds per stage run now."""
+def run_demo(out: Path, scale: Scale = FULL, log: Callable[[str], None] = print) -> None:
+    """Run every stage not yet done."""
     from mathrl.cli import main
 
     out = Path(out)
@@ -157,7 +157,6 @@ def run_demo(out: Path, scale: Scale = FULL, log: Callable[[str], None] = print)
     state_path = out / "demo_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     plan = stages(out, scale)
-    seconds: dict[str, float] = {}
     for index, stage in enumerate(plan, start=1):
         header = f"[{index}/{len(plan)}] study {stage.study}: {stage.title}"
         if state.get(stage.name) == list(stage.argv):
@@ -176,8 +175,6 @@ def run_demo(out: Path, scale: Scale = FULL, log: Callable[[str], None] = print)
             code = main(list(stage.argv))
         if code != 0:
             raise UserError(f"stage {stage.name} failed (exit {code}); fix it and rerun the demo to resume")
-        seconds[stage.name] = time.perf_counter() - start
-        log(f"  {stage.name}: {seconds[stage.name]:.0f} s")
+        log(f"  {stage.name}: {time.perf_counter() - start:.0f} s")
         state[stage.name] = list(stage.argv)
         write_atomic(state_path, json.dumps(state, indent=1) + "\n")
-    return seconds

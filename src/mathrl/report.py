@@ -80,6 +80,16 @@ def load_run(run_dir: Path) -> dict[str, RunEval]:
     return results
 
 
+def load_runs(run_dirs: list[Path]) -> dict[str, dict[str, RunEval]]:
+    """Every run folder's results by run name (the folder's name), in the order given."""
+    if not run_dirs:
+        raise UserError("name at least one run folder")
+    names = [Path(d).name for d in run_dirs]
+    if len(set(names)) != len(names):
+        raise UserError(f"run folders must have distinct names, got {names}")
+    return {Path(d).name: load_run(Path(d)) for d in run_dirs}
+
+
 def compare(base: RunEval, other: RunEval, seed: int = 0) -> Comparison:
     """``other`` against ``base`` on their common problems."""
     common = sorted(set(base.by_problem) & set(other.by_problem))
@@ -125,12 +135,8 @@ def build_report(
     run_dirs: list[Path], baseline: str | None = None
 ) -> tuple[list[str], dict, list[Comparison]]:
     """(run names, results[run][benchmark], comparisons with Holm-adjusted p-values)."""
-    if not run_dirs:
-        raise UserError("name at least one run folder")
-    names = [Path(d).name for d in run_dirs]
-    if len(set(names)) != len(names):
-        raise UserError(f"run folders must have distinct names, got {names}")
-    results = {Path(d).name: load_run(Path(d)) for d in run_dirs}
+    results = load_runs(run_dirs)
+    names = list(results)
     base = baseline or names[0]
     if base not in results:
         raise UserError(f"--baseline {base!r} is not one of the runs: {', '.join(names)}")

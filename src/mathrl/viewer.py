@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import json
 from importlib.resources import files
-from pathlib import Path
 
-from mathrl.errors import UserError
 from mathrl.grading import split_thinking
-from mathrl.report import load_run
+from mathrl.report import RunEval
 
 
-def page_data(run_dirs: list[Path]) -> dict:
-    """What the page shows: runs, benchmarks, problems (stored once) and samples (compact rows)."""
-    runs, problems, samples = [], {}, []
-    for run_index, run_dir in enumerate(run_dirs):
-        runs.append(Path(run_dir).name)
-        for bench, result in load_run(Path(run_dir)).items():
+def page_data(results: dict[str, dict[str, RunEval]]) -> dict:
+    """What the page shows, from ``report.load_runs``: runs, benchmarks, problems (stored once)
+    and samples (compact rows)."""
+    problems, samples = {}, []
+    for run_index, by_bench in enumerate(results.values()):
+        for bench, result in by_bench.items():
             for pid, rows in result.by_problem.items():
                 first = rows[0]
                 problems.setdefault(bench, {}).setdefault(
@@ -38,9 +36,7 @@ def page_data(run_dirs: list[Path]) -> dict:
                         "thinking_tokens": row.get("n_thinking_tokens"),
                         "finish": row.get("finish_reason"),
                     })
-    if len(set(runs)) != len(runs):
-        raise UserError(f"run folders must have distinct names, got {runs}")
-    return {"runs": runs, "benchmarks": sorted(problems), "problems": problems, "samples": samples}
+    return {"runs": list(results), "benchmarks": sorted(problems), "problems": problems, "samples": samples}
 
 
 def render_page(data: dict, title: str = "mathrl samples") -> str:

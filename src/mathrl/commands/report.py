@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_atomic(
             args.out / "samples.html",
-            render_page(page_data(args.runs), "mathrl samples: " + ", ".join(names)),
+            # The runs already loaded for the table: their samples are read once.
+            render_page(page_data(results), "mathrl samples: " + ", ".join(names)),
         )
         written.append("samples.html")
     if not args.quiet:

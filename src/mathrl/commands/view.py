@@ -17,9 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mathrl.fileio import write_atomic
+    from mathrl.report import load_runs
     from mathrl.viewer import page_data, render_page
 
-    data = page_data(args.runs)
+    data = page_data(load_runs(args.runs))
     title = args.title or "mathrl samples: " + ", ".join(data["runs"])
     write_atomic(args.out, render_page(data, title))
     print(
