@@ -17,30 +17,13 @@ import argparse
 import time
 
 import torch
+from shapes import SHAPES, build_model
 
 from mathrl.device import choose_device, choose_dtype
-from mathrl.models import load_model, load_tokenizer
 from mathrl.prompts import problem_messages
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.hf import HFSampler
 from mathrl.tasks import arith
-
-QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
-                num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                rope_theta=1_000_000.0, tie_word_embeddings=True)
-
-
-def build(shape: str, device: torch.device, dtype: torch.dtype):
-    tokenizer = load_tokenizer("tiny")
-    if shape == "tiny":
-        return load_model("tiny", device, dtype), tokenizer
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(**QWEN3_4B, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    with torch.device(device):
-        model = Qwen3ForCausalLM(config).to(dtype).eval()
-    return model, tokenizer  # the tiny tokenizer's ids are valid in the larger vocabulary
 
 
 def time_it(fn, device: torch.device) -> float:
@@ -86,7 +69,7 @@ def bench(model, tokenizer, batch: int, new_tokens: int, temperature: float, rep
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=["tiny", "qwen3-4b"], default="tiny")
+    parser.add_argument("--shape", choices=SHAPES, default="tiny")
     parser.add_argument("--batch", type=int, nargs="+", default=[64])
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
@@ -95,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     device = choose_device(args.device)
     dtype = choose_dtype(device, args.dtype)
-    model, tokenizer = build(args.shape, device, dtype)
+    model, tokenizer = build_model(args.shape, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.shape}: {n_params:,} parameters, {dtype}, {device}; "
           f"{args.new_tokens} new tokens per sequence")

@@ -62,21 +62,21 @@ def test_mask_covers_every_assistant_turn_with_its_thinking_and_nothing_else(tin
 def test_only_assistant_tokens_get_gradient(tiny):
     model, tok = tiny
     ids, mask = assistant_mask(tok, CHAT)
-    batch = collate([Example(tuple(ids), tuple(mask))], tok.pad_token_id, torch.device("cpu"))
+    batch = collate([[Example(tuple(ids), tuple(mask))]], tok.pad_token_id, torch.device("cpu"))
     captured = {}
 
-    def keep_logits(_module, _inputs, output):
-        output.retain_grad()
-        captured["logits"] = output
+    def keep_hidden(_module, _inputs, output):  # the final hidden states the LM head reads
+        output.last_hidden_state.retain_grad()
+        captured["hidden"] = output.last_hidden_state
 
-    handle = model.lm_head.register_forward_hook(keep_logits)
+    handle = model.get_decoder().register_forward_hook(keep_hidden)
     try:
         sft_loss_sum(model, batch).backward()
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)
-    # Position t-1 predicts token t: its logits get gradient exactly when token t is an assistant token.
-    grad_per_position = captured["logits"].grad[0].abs().sum(-1)
+    # Position t-1 predicts token t: its state gets gradient exactly when token t is an assistant token.
+    grad_per_position = captured["hidden"].grad[0].abs().sum(-1)
     for t in range(1, len(ids)):
         assert (grad_per_position[t - 1] > 0).item() == mask[t], (t, tok.decode([ids[t]]))
     thinking = ids.index(tok.convert_tokens_to_ids("<think>"))
@@ -89,7 +89,7 @@ def test_batches_are_a_seeded_permutation_per_epoch():
     assert [len(b) for b in batches] == [4, 4, 2] and sorted(sum(batches, [])) == list(range(10))
     assert batches == epoch_batches(10, 4, seed=0, epoch=0) != epoch_batches(10, 4, seed=0, epoch=1)
     examples = [Example((1,) * n, (True,) * n) for n in (5, 2, 9, 3)]
-    assert [[len(e.input_ids) for e in m] for m in micro_batches(examples, 2)] == [[2, 3], [5, 9]]
+    assert [[len(r[0].input_ids) for r in m] for m in micro_batches(examples, 2)] == [[2, 3], [5, 9]]
 
 
 def _traces(path, n=48):
@@ -158,7 +158,7 @@ def test_killed_and_resumed_sft_ends_with_the_same_weights(tmp_path, finetune):
         if "train/loss" in line
     ]
     rerun = _sft(run, *settings, "lr=1e-4")
-    assert rerun.returncode == 2 and "other settings (lr)" in rerun.stderr
+    assert rerun.returncode == 2 and "other settings (lr: 0.003 -> 0.0001)" in rerun.stderr
 
 
 def test_saved_adapter_loads_in_peft_and_in_mathrl_eval(tmp_path):

@@ -12,6 +12,7 @@ Resuming is exact: problem order is a function of (seed, epoch), the sampling se
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -29,6 +30,7 @@ from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.chunked import chunk_seed
 from mathrl.sampling.hf import HFSampler
+from mathrl.train.batching import plan_micro_batches
 from mathrl.train.policy import LoraSettings, token_logprobs, token_logprobs_and_entropy
 from mathrl.train.rewards import REWARD_NAMES, EfficiencyState, grade_group
 from mathrl.train.rl import (
@@ -76,6 +78,9 @@ class GRPOConfig:
     scale_advantages: bool = False  # divide by the group's std (GRPO paper); off as in Dr. GRPO
     rewards: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
     micro_batch_size: int = 16  # sequences per forward/backward
+    micro_batch_tokens: int | None = None  # and at most this many padded tokens per forward/backward
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass
+    logprob_chunk_tokens: int = 1024  # LM-head rows computed at a time (bounds the logits' memory)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -194,9 +199,8 @@ def train_grpo(
     step, state = run.resume(optimizer)
     efficiency = EfficiencyState(dict(state.get("efficiency", {})))
     loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef)
-    reference = None
-    if cfg.kl_coef > 0:  # the initial policy, frozen (off by default: it doubles the weights)
-        reference = copy.deepcopy(run.model).eval().requires_grad_(False)
+    reference = (reference_policy(run.model, cfg.finetune == "lora" and cfg.adapter is None)
+                 if cfg.kl_coef > 0 else None)
     sampler = HFSampler(run.model, run.tokenizer, batch_size=cfg.sampler_batch_size)
     few_shot = few_shot_for(cfg.dataset) if cfg.few_shot else None
     params = SamplingParams(
@@ -239,6 +243,25 @@ def train_grpo(
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})
 
 
+def reference_policy(model, new_adapter: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """The frozen initial policy for the KL term: a context manager factory yielding the module
+    that computes it.
+
+    A new LoRA adapter starts at zero, so the initial policy is the same module with the adapter
+    switched off: no copy. Otherwise (full fine-tuning, or a run that starts from a saved adapter)
+    a frozen copy of the initial weights is made once (it doubles the weights' memory).
+    """
+    if new_adapter:
+        @contextlib.contextmanager
+        def adapter_off():
+            with model.disable_adapter():
+                yield model
+
+        return adapter_off
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    return lambda: contextlib.nullcontext(frozen)
+
+
 def _update(
     run: TrainRun,
     optimizer,
@@ -250,30 +273,40 @@ def _update(
 ) -> dict:
     """One optimizer step on the completions of ``groups``; returns loss diagnostics."""
     seqs = rollout_sequences(groups, prompts)
+    pad_id = run.tokenizer.pad_token_id
+    out = accumulate_gradients(run.model, seqs, pad_id, run.device, loss_fn, reference, cfg)
+    out["train/grad_norm"] = run.clip_and_step(optimizer)
+    return out
+
+
+def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: torch.device, loss_fn,
+                         reference, cfg: GRPOConfig) -> dict:
+    """Forward and backward over ``seqs`` in micro-batches (``micro_batch_size`` sequences and
+    ``micro_batch_tokens`` padded tokens at most), leaving the batch's gradient in ``.grad``.
+    Every token's weight is fixed for the whole batch, so any micro-batch plan gives the same
+    gradient. Returns the loss diagnostics."""
     lengths = [len(s.input_ids) - s.prompt_len for s in seqs]
     total_tokens = sum(lengths)
     sums = {"loss": 0.0, "kl_sampler": 0.0, "entropy": 0.0, "clipped": 0.0, "kl_ref": 0.0}
-    ordered = sorted(range(len(seqs)), key=lambda i: len(seqs[i].input_ids))
-    for start in range(0, len(ordered), cfg.micro_batch_size):
-        idx = ordered[start : start + cfg.micro_batch_size]
-        micro = [seqs[i] for i in idx]
-        batch = collate_rollouts(micro, run.tokenizer.pad_token_id, run.device)
+    plan = plan_micro_batches([len(s.input_ids) for s in seqs], cfg.micro_batch_size, cfg.micro_batch_tokens)
+    for idx in plan:
+        batch = collate_rollouts([seqs[i] for i in idx], pad_id, device)
         mask_B_T = batch["loss_B_T"]
         weights_B = torch.tensor(
-            [
-                token_weight(lengths[i], len(seqs), total_tokens, cfg.max_tokens, cfg.normalization)
-                for i in idx
-            ],
-            device=run.device,
+            [token_weight(lengths[i], len(seqs), total_tokens, cfg.max_tokens, cfg.normalization)
+             for i in idx],
+            device=device,
         )
         logp_B_T, entropy_B_T = token_logprobs_and_entropy(
-            run.model, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature
+            model, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature,
+            target_B_T=mask_B_T, chunk_tokens=cfg.logprob_chunk_tokens,
         )
         ref_logp_B_T = None
         if reference is not None:
-            with torch.no_grad():
+            with torch.no_grad(), reference() as ref_model:
                 ref_logp_B_T = token_logprobs(
-                    reference, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature
+                    ref_model, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature,
+                    target_B_T=mask_B_T, chunk_tokens=cfg.logprob_chunk_tokens,
                 )
         terms = loss_fn(logp_B_T, batch["sampler_logp_B_T"], batch["advantage_B"], ref_logp_B_T)
         loss = (terms.loss_B_T * mask_B_T * weights_B[:, None]).sum()
@@ -286,15 +319,14 @@ def _update(
             sums["clipped"] += (terms.clipped_B_T & mask_B_T).sum().item()
             if terms.kl_B_T is not None:
                 sums["kl_ref"] += (terms.kl_B_T * mask_B_T).sum().item()
-    grad_norm = run.clip_and_step(optimizer)
     out = {
         "train/loss": sums["loss"],
-        "train/grad_norm": grad_norm,
         "train/entropy": sums["entropy"] / total_tokens,
         "train/kl_sampler_trainer": sums["kl_sampler"] / total_tokens,
         "train/clip_fraction": sums["clipped"] / total_tokens,
         "train/sequences": len(seqs),
         "train/tokens": total_tokens,
+        "train/micro_batches": len(plan),
     }
     if reference is not None:
         out["train/kl_reference"] = sums["kl_ref"] / total_tokens

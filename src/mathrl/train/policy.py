@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from mathrl.errors import UserError
@@ -83,36 +83,101 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+# Tokens per LM-head chunk: the logits of one chunk are all that exist at a time, so at Qwen3's
+# 151,936-token vocabulary 1,024 rows hold 0.6 GB in fp32 (plus its log-softmax), whatever the
+# batch; smaller chunks cost a little speed, larger ones buy little.
+DEFAULT_CHUNK_TOKENS = 1024
+
+
+def set_activation_checkpointing(model: torch.nn.Module, enabled: bool) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (non-reentrant, so it works with frozen embeddings and LoRA, and keeps dropout's RNG)."""
+    if not enabled:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.use_cache = False
+    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def token_logprobs(
-    model: PreTrainedModel, input_ids_B_T: torch.Tensor, attention_B_T: torch.Tensor, temperature: float = 1.0
+    model: PreTrainedModel,
+    input_ids_B_T: torch.Tensor,
+    attention_B_T: torch.Tensor | None,
+    temperature: float = 1.0,
+    target_B_T: torch.Tensor | None = None,
+    position_ids_B_T: torch.Tensor | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """``logprobs_B_T[b, t]``: log p(token t | tokens < t); position 0 has no prediction and is 0.
 
     Aligned with the input so a target mask over the input (assistant or completion tokens)
-    applies as is. Padding must be on the right. ``temperature`` scales the logits as the
-    sampler did, so RL's ratios compare like with like.
+    applies as is; with ``target_B_T`` only those positions are computed (the rest are 0).
+    Padding must be on the right. ``temperature`` scales the logits as the sampler did, so RL's
+    ratios compare like with like. See :func:`token_logprobs_and_entropy` for the memory bound.
     """
-    return token_logprobs_and_entropy(model, input_ids_B_T, attention_B_T, temperature, entropy=False)[0]
+    return token_logprobs_and_entropy(model, input_ids_B_T, attention_B_T, temperature, entropy=False,
+                                      target_B_T=target_B_T, position_ids_B_T=position_ids_B_T,
+                                      chunk_tokens=chunk_tokens)[0]
 
 
 def token_logprobs_and_entropy(
     model: PreTrainedModel,
     input_ids_B_T: torch.Tensor,
-    attention_B_T: torch.Tensor,
+    attention_B_T: torch.Tensor | None,
     temperature: float = 1.0,
     entropy: bool = True,
+    target_B_T: torch.Tensor | None = None,
+    position_ids_B_T: torch.Tensor | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`token_logprobs` and, with ``entropy``, each position's predictive entropy (no grad)."""
-    logits_B_T_V = model(input_ids=input_ids_B_T, attention_mask=attention_B_T, use_cache=False).logits
-    logits_B_T_V = logits_B_T_V[:, :-1].float()
-    if temperature != 1.0:
-        logits_B_T_V = logits_B_T_V / temperature
+    """:func:`token_logprobs` and, with ``entropy``, each position's predictive entropy (no grad).
+
+    The full-vocabulary logits are never materialised: the decoder's final hidden states are
+    computed once, then the LM head, temperature, log-softmax and gather run on ``chunk_tokens``
+    target positions at a time under activation checkpointing, so the backward pass recomputes a
+    chunk's logits instead of keeping them. Peak memory is the hidden states plus one chunk of
+    fp32 logits, not batch x length x vocabulary. The loss math is fp32 whatever the weights.
+
+    ``attention_B_T=None`` with ``position_ids_B_T`` that restart at 0 is a packed row: each
+    document attends only to itself (transformers' packed-sequence masks).
+    """
     targets_B_T = input_ids_B_T[:, 1:]
-    logprobs = -F.cross_entropy(logits_B_T_V.transpose(1, 2), targets_B_T, reduction="none")
-    logprobs_B_T = torch.cat([logprobs.new_zeros(logprobs.shape[0], 1), logprobs], dim=1)
+    wanted_B_T = torch.ones_like(targets_B_T, dtype=torch.bool) if target_B_T is None else target_B_T[:, 1:]
+    hidden_B_T_H = model.get_decoder()(input_ids=input_ids_B_T, attention_mask=attention_B_T,
+                                       position_ids=position_ids_B_T, use_cache=False).last_hidden_state
+    # Position t-1's hidden state predicts token t: keep only the rows a target needs.
+    rows_N_H = hidden_B_T_H[:, :-1][wanted_B_T]
+    targets_N = targets_B_T[wanted_B_T]
+    head = model.get_output_embeddings()
+    logps, ents = [], []
+    for start in range(0, rows_N_H.shape[0], chunk_tokens):
+        piece = (rows_N_H[start:start + chunk_tokens], targets_N[start:start + chunk_tokens])
+        if torch.is_grad_enabled() and rows_N_H.requires_grad:
+            logp, ent = checkpoint(_head_logprobs, head, *piece, temperature, entropy, use_reentrant=False)
+        else:
+            logp, ent = _head_logprobs(head, *piece, temperature, entropy)
+        logps.append(logp)
+        ents.append(ent)
+    logprobs_B_T = hidden_B_T_H.new_zeros(input_ids_B_T.shape, dtype=torch.float32)
+    logprobs_B_T[:, 1:][wanted_B_T] = torch.cat(logps) if logps else logprobs_B_T.new_zeros(0)
     if not entropy:
         return logprobs_B_T, None
-    with torch.no_grad():
-        logp_all = torch.log_softmax(logits_B_T_V.detach(), -1)
-        ent = -(logp_all.exp() * logp_all).sum(-1)
-    return logprobs_B_T, torch.cat([ent.new_zeros(ent.shape[0], 1), ent], dim=1)
+    entropy_B_T = torch.zeros_like(logprobs_B_T)
+    entropy_B_T[:, 1:][wanted_B_T] = torch.cat(ents) if ents else entropy_B_T.new_zeros(0)
+    return logprobs_B_T, entropy_B_T
+
+
+def _head_logprobs(head: torch.nn.Module, rows_N_H: torch.Tensor, targets_N: torch.Tensor,
+                   temperature: float, entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probability of each target under ``head(rows) / temperature`` in fp32, and (no grad)
+    the entropy of that distribution."""
+    logits_N_V = head(rows_N_H).float()
+    if temperature != 1.0:
+        logits_N_V = logits_N_V / temperature
+    logp_N_V = torch.log_softmax(logits_N_V, -1)
+    logp_N = logp_N_V.gather(-1, targets_N[:, None])[:, 0]
+    if not entropy:
+        return logp_N, None
+    with torch.no_grad():  # in place: one more (N, V) buffer, not two
+        ent_N = -logp_N_V.exp().mul_(logp_N_V).sum(-1)
+    return logp_N, ent_N

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from mathrl.config import config_dict
+from mathrl.config import config_dict, describe_changes
 from mathrl.device import choose_device, choose_dtype
 from mathrl.errors import UserError
 from mathrl.fileio import write_atomic
@@ -38,7 +38,7 @@ from mathrl.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mathrl.train.policy import load_policy, trainable_parameters
+from mathrl.train.policy import load_policy, set_activation_checkpointing, trainable_parameters
 from mathrl.train.sink import MetricsSink
 
 # Settings that may differ when a run is resumed: where it runs and where metrics are mirrored.
@@ -62,7 +62,8 @@ class EvalSettings:
 class TrainRun:
     """A run folder and the trainable policy described by ``cfg`` (an SFT or GRPO config).
 
-    ``cfg`` needs ``model``, ``adapter``, ``finetune``, ``lora``, ``device``, ``dtype``, ``seed``,
+    ``cfg`` needs ``model``, ``adapter``, ``finetune``, ``lora``, ``gradient_checkpointing``,
+    ``device``, ``dtype``, ``seed``,
     ``mirror``, ``grad_clip``, ``keep_checkpoints``, ``data_dir``, ``eval``, ``epochs``,
     ``max_steps``, ``lr``, the Adam settings and ``weight_decay``.
     """
@@ -75,6 +76,7 @@ class TrainRun:
         self.dtype = choose_dtype(self.device, cfg.dtype)
         self.tokenizer = load_tokenizer(cfg.model)
         self.model = load_policy(cfg.model, cfg.finetune, cfg.lora, self.device, self.dtype, cfg.adapter)
+        set_activation_checkpointing(self.model, cfg.gradient_checkpointing)
         self.trainable = trainable_parameters(self.model)
         n_train = sum(p.numel() for p in self.trainable)
         n_all = sum(p.numel() for p in self.model.parameters())
@@ -89,14 +91,10 @@ class TrainRun:
         wanted = config_dict(self.cfg)
         if path.is_file():
             existing = yaml.safe_load(path.read_text()) or {}
-            changed = sorted(
-                k
-                for k in set(wanted) | set(existing)
-                if existing.get(k) != wanted.get(k) and k not in RESUMABLE_CHANGES
-            )
+            changed = describe_changes(existing, wanted, ignore=RESUMABLE_CHANGES)
             if changed:
                 raise UserError(
-                    f"{self.out_dir} holds a run with other settings ({', '.join(changed)}); "
+                    f"{self.out_dir} holds a run with other settings ({changed}); "
                     "rerun with the same config to resume, or use another --out"
                 )
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import torch
 
 from mathrl.errors import UserError
 from mathrl.traces import Trace, read_traces
+from mathrl.train.batching import pack_rows, plan_micro_batches
 from mathrl.train.policy import LoraSettings, token_logprobs
 from mathrl.train.runs import EvalSettings, TrainRun
 from mathrl.train.schedule import Schedule, lr_multiplier
@@ -41,7 +42,11 @@ class SFTConfig:
     epochs: int = 2
     max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
     batch_size: int = 32  # sequences per optimizer step
-    micro_batch_size: int = 8  # sequences per forward/backward
+    micro_batch_size: int = 8  # sequences (packed: rows) per forward/backward
+    micro_batch_tokens: int | None = None  # and at most this many padded tokens per forward/backward
+    packing: bool = False  # several documents per row, each attending only to itself
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass
+    logprob_chunk_tokens: int = 1024  # LM-head rows computed at a time (bounds the logits' memory)
     lr: float = 2e-4
     schedule: Schedule = "linear"
     warmup_steps: int = 0
@@ -65,6 +70,8 @@ class SFTConfig:
             raise ValueError("data: name at least one chat JSONL file")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ValueError("micro_batch_tokens must be >= 1 (or null for no token budget)")
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
 
@@ -155,31 +162,70 @@ def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int) -> li
     return [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
 
 
-def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded tensors: ids, attention and loss masks, all (B, T)."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = [list(e.input_ids) + [pad_id] * (width - len(e.input_ids)) for e in examples]
-    attention = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples]
-    loss = [list(e.loss_mask) + [False] * (width - len(e.loss_mask)) for e in examples]
-    loss_B_T = torch.tensor(loss, dtype=torch.bool, device=device)
-    loss_B_T[:, 0] = False  # nothing predicts the first token
+def collate(rows: Sequence[Sequence[Example]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded (B, T) tensors of ids and loss mask; each row holds one document or, packed,
+    several. A one-document-per-row batch gets an attention mask; a packed one gets position ids
+    that restart at every document (and no mask), so each document attends only to itself."""
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    loss_B_T = torch.zeros((len(rows), width), dtype=torch.bool)
+    positions_B_T = torch.zeros((len(rows), width), dtype=torch.long)
+    attention_B_T = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e.input_ids)
+            ids[b, at:at + n] = torch.tensor(e.input_ids)
+            loss_B_T[b, at + 1:at + n] = torch.tensor(e.loss_mask[1:])  # nothing predicts a first token
+            positions_B_T[b, at:at + n] = torch.arange(n)
+            at += n
+        attention_B_T[b, :at] = 1
+        positions_B_T[b, at:] = torch.arange(width - at)  # the padding is a segment of its own
+    packed = any(len(row) > 1 for row in rows)
     return {
-        "input_ids_B_T": torch.tensor(ids, device=device),
-        "attention_B_T": torch.tensor(attention, device=device),
-        "loss_B_T": loss_B_T,
+        "input_ids_B_T": ids.to(device),
+        "attention_B_T": None if packed else attention_B_T.to(device),
+        "position_ids_B_T": positions_B_T.to(device) if packed else None,
+        "loss_B_T": loss_B_T.to(device),
     }
 
 
-def sft_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def sft_loss_sum(model, batch: dict[str, torch.Tensor], chunk_tokens: int = 1024) -> torch.Tensor:
     """Summed negative log-likelihood of the masked (assistant) tokens of one micro-batch."""
-    logprobs_B_T = token_logprobs(model, batch["input_ids_B_T"], batch["attention_B_T"])
+    logprobs_B_T = token_logprobs(model, batch["input_ids_B_T"], batch["attention_B_T"],
+                                  target_B_T=batch["loss_B_T"], position_ids_B_T=batch["position_ids_B_T"],
+                                  chunk_tokens=chunk_tokens)
     return -(logprobs_B_T * batch["loss_B_T"]).sum()
 
 
-def micro_batches(examples: Sequence[Example], size: int) -> list[list[Example]]:
-    """Split a batch into micro-batches of similar lengths (less padding), in a fixed order."""
-    ordered = sorted(examples, key=lambda e: len(e.input_ids))
-    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+def micro_batches(examples: Sequence[Example], size: int, max_tokens: int | None = None,
+                  pack_to: int | None = None) -> list[list[list[Example]]]:
+    """A batch as micro-batches of rows, in a fixed order: one document per row, sorted by length
+    (less padding), or with ``pack_to`` documents packed first-fit into rows of that many tokens.
+    At most ``size`` rows and ``max_tokens`` padded tokens per micro-batch."""
+    if pack_to is None:
+        rows = [[e] for e in examples]
+    else:
+        packed = pack_rows([len(e.input_ids) for e in examples], pack_to)
+        rows = [[examples[i] for i in row] for row in packed]
+    lengths = [sum(len(e.input_ids) for e in row) for row in rows]
+    return [[rows[i] for i in micro] for micro in plan_micro_batches(lengths, size, max_tokens)]
+
+
+def accumulate_gradients(model, batch: Sequence[Example], pad_id: int, device: torch.device,
+                         cfg: SFTConfig) -> tuple[float, int, int]:
+    """Forward and backward over one batch in micro-batches (packed if ``cfg.packing``), leaving
+    the batch's gradient in ``.grad``: the summed token NLL over the batch's target-token count,
+    which no micro-batch plan changes. Returns (loss, target tokens, micro-batches)."""
+    n_target = sum(sum(e.loss_mask[1:]) for e in batch)
+    plan = micro_batches(batch, cfg.micro_batch_size, cfg.micro_batch_tokens,
+                         cfg.max_length if cfg.packing else None)
+    loss_total = 0.0
+    for micro in plan:
+        loss = sft_loss_sum(model, collate(micro, pad_id, device), cfg.logprob_chunk_tokens) / n_target
+        loss.backward()
+        loss_total += loss.item()
+    return loss_total, n_target, len(plan)
 
 
 def train_sft(
@@ -213,12 +259,7 @@ def train_sft(
         lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        n_target = sum(sum(e.loss_mask[1:]) for e in batch)
-        loss_total = 0.0
-        for micro in micro_batches(batch, cfg.micro_batch_size):
-            loss = sft_loss_sum(run.model, collate(micro, pad_id, run.device)) / n_target
-            loss.backward()
-            loss_total += loss.item()
+        loss_total, n_target, n_micro = accumulate_gradients(run.model, batch, pad_id, run.device, cfg)
         grad_norm = run.clip_and_step(optimizer)
         step += 1
         seconds = time.perf_counter() - start
@@ -229,6 +270,7 @@ def train_sft(
             "train/grad_norm": grad_norm,
             "train/epoch": epoch + (index + 1) / steps_per_epoch,
             "train/sequences": len(batch),
+            "train/micro_batches": n_micro,
             "train/target_tokens": n_target,
             "train/tokens_per_s": n_tokens / seconds,
             "time/step_s": seconds,
