@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(abspath ../shared/data)
 TORCH := torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q
+
+# The inner loop: everything but the end-to-end runs marked slow (about a minute on 2 cores).
+test-fast: install
+	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) -m pip install -q -e ".[bench]" $(TORCH)

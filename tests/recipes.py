@@ -24,10 +24,18 @@ def logged_steps(run, key):
             if line.endswith("\n") and key in line]
 
 
-def kill_after(process, steps, step, timeout=300):
-    """SIGKILL ``process`` once ``steps()`` reports ``step`` (or it exits, or ``timeout`` passes)."""
-    deadline = time.time() + timeout
-    while not any(s >= step for s in steps()) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
+def wait_until(process, condition, poll_s=0.05):
+    """Wait for ``condition()`` while ``process`` runs; False if it exited first. No clock: the
+    test's outcome never depends on how fast a shared machine is (pytest's own timeout is the cap)."""
+    while not condition():
+        if process.poll() is not None:
+            return condition()
+        time.sleep(poll_s)
+    return True
+
+
+def kill_after(process, steps, step):
+    """SIGKILL ``process`` (its whole session when it leads one) once ``steps()`` reports ``step``."""
+    wait_until(process, lambda: any(s >= step for s in steps()))
     process.send_signal(signal.SIGKILL)
     process.wait()

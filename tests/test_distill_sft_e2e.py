@@ -2,6 +2,7 @@
 `mathrl serve`, `mathrl distill`, `mathrl sft`, then the held-out gain; and rejection sampling."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -49,14 +50,15 @@ def test_teacher_over_http_distilled_into_tiny_raises_held_out_accuracy(tmp_path
         server.kill()
         server.wait()
     kept = read_traces(traces)
-    assert all(t.metadata["source"] == f"tiny-teacher @ {url}" for t in kept)
+    assert all(t.metadata["source"] == "tiny-teacher" for t in kept)  # the model, not where it listened
+    assert f"from tiny-teacher @ {url}" in printed
     assert len(kept) >= 850  # the teacher is right on ~93% of these problems
     assert re.search(r"\(9\d\.\d% yield\)", printed)
 
     _cli("sft", "configs/tiny/sft.yaml", f"data={traces}", "save_every=0", "--out", str(tmp_path / "sft"))
     rows = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
-    train_seconds = sum(r["time/step_s"] for r in rows if "time/step_s" in r)
-    assert train_seconds < 180
+    steps = [r["step"] for r in rows if "train/loss" in r]
+    assert steps == list(range(1, 4 * math.ceil(len(kept) / 32) + 1))  # the recipe's budget: 4 epochs of 32
     after = json.loads((tmp_path / "sft" / "eval" / "arith" / "metrics.json").read_text())
     base = json.loads(_cli("toy", "eval", "--model", "tiny", "--json"))
     assert after["problems"] == base["n"] == 300  # the same held-out problems

@@ -71,9 +71,14 @@ def test_collect_is_resumable_and_equals_an_uninterrupted_run(tmp_path):
     assert sampler.calls == 3  # chunks 2-4 only
     assert part.read_text() == whole.read_text()
     assert resumed == stats
-    with pytest.raises(Exception, match="other settings"):
+    # The same model behind a server that moved: resumed, nothing sampled again.
+    moved = FakeSampler()
+    assert collect_traces(moved, PROBLEMS, "boxed", cfg, part, endpoint="http://127.0.0.1:9/v1") == stats
+    assert moved.calls == 0 and part.read_text() == whole.read_text()
+    with pytest.raises(Exception, match=r"other settings \(keep: 'shortest' -> 'all'; n: 4 -> 1\)"):
         collect_traces(
-            FakeSampler(), PROBLEMS, "boxed", CollectConfig(source="fake", dataset="arith_train"), part
+            FakeSampler(), PROBLEMS, "boxed",
+            CollectConfig(source="fake", dataset="arith_train", chunk_size=6), part
         )
 
 

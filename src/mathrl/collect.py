@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from mathrl.config import describe_changes
 from mathrl.errors import UserError
 from mathrl.fileio import append_lines, complete_lines, write_atomic
 from mathrl.grading import grade
@@ -29,6 +30,10 @@ from mathrl.types import Completion, Problem
 
 @dataclass(frozen=True)
 class CollectConfig:
+    """What determines the samples, and so what a resumed run must share with the first: the
+    model (name, or name + adapter), the data and the sampling settings; not where a server
+    listens (``endpoint``, recorded but free to change, as a teacher server restarted elsewhere)."""
+
     source: str  # the teacher or policy model, recorded in every trace's metadata
     dataset: str
     n: int = 1
@@ -61,10 +66,12 @@ def select_correct(completions: Sequence[Completion], correct: Sequence[bool], k
 
 
 def collect_traces(sampler: Sampler, problems: Sequence[Problem], extract: str, cfg: CollectConfig,
-                   out: Path, on_progress: Callable[[int, int], None] | None = None) -> dict:
-    """Sample, grade and keep traces for ``problems`` into ``out``, resuming what is there."""
+                   out: Path, on_progress: Callable[[int, int], None] | None = None,
+                   endpoint: str | None = None) -> dict:
+    """Sample, grade and keep traces for ``problems`` into ``out``, resuming what is there.
+    ``endpoint`` (the server's URL, if any) is recorded, not compared."""
     out = Path(out)
-    done = _resume(out, cfg)
+    done = _resume(out, cfg, endpoint)
     few_shot = few_shot_for(cfg.dataset) if cfg.few_shot else None
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                             enable_thinking=cfg.thinking)
@@ -96,26 +103,29 @@ def collect_traces(sampler: Sampler, problems: Sequence[Problem], extract: str, 
     return collect_stats([done[p.id] for p in problems if p.id in done])
 
 
-def _resume(out: Path, cfg: CollectConfig) -> dict[str, dict]:
+def _resume(out: Path, cfg: CollectConfig, endpoint: str | None = None) -> dict[str, dict]:
     """Problems already processed (from the progress file), after repairing ``out``."""
     progress = progress_path(out)
-    settings = json.loads(json.dumps({"settings": asdict(cfg)}))
+    settings = json.loads(json.dumps(asdict(cfg)))
     lines = complete_lines(progress)
+    header = json.dumps({"settings": settings, "endpoint": endpoint})
     if not lines:
         if out.exists() and out.stat().st_size:
             raise UserError(f"{out} exists but has no {progress.name}: it was not written by this "
                             "command (or its progress file was removed); choose another --out")
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, "")
-        write_atomic(progress, json.dumps(settings) + "\n")
+        write_atomic(progress, header + "\n")
         return {}
-    if json.loads(lines[0]) != settings:
-        raise UserError(f"{out} was collected with other settings (see {progress.name}); rerun with "
+    changed = describe_changes(json.loads(lines[0])["settings"], settings)
+    if changed:
+        raise UserError(f"{out} was collected with other settings ({changed}); rerun with "
                         "the same arguments to resume, or choose another --out")
     done = {r["problem_id"]: r for r in map(json.loads, lines[1:])}
     kept = [line for line in complete_lines(out) if json.loads(line)["metadata"]["problem_id"] in done]
     write_atomic(out, "".join(line + "\n" for line in kept))
-    write_atomic(progress, "".join(line + "\n" for line in lines))
+    # The header records where the samples come from now (a moved server is no other setting).
+    write_atomic(progress, "".join(line + "\n" for line in [header, *lines[1:]]))
     return done
 
 

@@ -100,6 +100,34 @@ def option_defaults(parser: argparse.ArgumentParser, path: str | Path) -> dict[s
     return defaults
 
 
+def describe_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> str:
+    """What differs between two recorded settings, as ``key: old -> new`` (nested keys dotted);
+    empty when nothing that matters does. Every "other settings" refusal says this.
+
+    >>> describe_changes({"lr": 1e-4, "lora": {"rank": 8}}, {"lr": 2e-4, "lora": {"rank": 16}})
+    'lora.rank: 8 -> 16; lr: 0.0001 -> 0.0002'
+    """
+    return "; ".join(_changes(old, new, "", ignore))
+
+
+def _changes(old: dict, new: dict, prefix: str, ignore: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key in ignore or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}: {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def config_dict(cfg: Any) -> dict:
     """A dataclass config as plain YAML-safe data (tuples become lists)."""
     return _plain(dataclasses.asdict(cfg))

@@ -123,7 +123,7 @@ def stages(out: Path, scale: Scale, recipes: Path = PACKAGED_RECIPES / "tiny") -
 def teacher_server(log: Callable[[str], None]) -> Iterator[str]:
     """``mathrl serve --model tiny-teacher`` on a free port, in its own process; yields its URL."""
     command = [sys.executable, "-m", "mathrl.cli", "serve", "--model", "tiny-teacher", "--port", "0"]
-    log("$ mathrl serve --model tiny-teacher --port 0   (in the background)")
+    log("$ mathrl serve --model tiny-teacher --port 0 &   # in the background; its URL goes to --teacher")
     server = subprocess.Popen(
         [*command, "--exit-with-parent"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

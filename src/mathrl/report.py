@@ -240,56 +240,34 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def render_csv(names: list[str], results: dict, comparisons: list[Comparison]) -> str:
+def report_rows(names: list[str], results: dict, comparisons: list[Comparison]) -> list[dict]:
+    """One flat record per (run, benchmark): the numbers of the table and of its comparison with
+    the baseline (``None`` where there is none). ``report.csv`` and ``--json`` are these rows."""
     by_key = {(c.run, c.benchmark): c for c in comparisons}
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "run",
-            "benchmark",
-            "problems",
-            "n",
-            "accuracy",
-            "ci95",
-            "mean_tokens",
-            "median_tokens",
-            "p90_tokens",
-            "mean_thinking_tokens",
-            "efficiency",
-            "test",
-            "diff_vs_baseline",
-            "diff_ci_low",
-            "diff_ci_high",
-            "p",
-            "p_holm",
-            "flags",
-        ]
-    )
+    rows = []
     for r in names:
         for b in benchmarks_of(results):
             if b not in results[r]:
                 continue
             m = results[r][b].metrics
             c = by_key.get((r, b))
-            writer.writerow(
-                [
-                    r,
-                    b,
-                    m["problems"],
-                    m["n"],
-                    m["accuracy"],
-                    m["ci95_normal"],
-                    m["mean_tokens"],
-                    m["median_tokens"],
-                    m["p90_tokens"],
-                    m["mean_thinking_tokens"],
-                    m["efficiency"],
-                    *(
-                        (c.test, c.diff, c.ci[0], c.ci[1], c.p, c.p_holm, "; ".join(c.flags))
-                        if c
-                        else ("", "", "", "", "", "", "")
-                    ),
-                ]
-            )
+            rows.append({
+                "run": r, "benchmark": b, "problems": m["problems"], "n": m["n"],
+                "accuracy": m["accuracy"], "ci95": m["ci95_normal"],
+                "mean_tokens": m["mean_tokens"], "median_tokens": m["median_tokens"],
+                "p90_tokens": m["p90_tokens"], "mean_thinking_tokens": m["mean_thinking_tokens"],
+                "efficiency": m["efficiency"], "test": c.test if c else None,
+                "diff_vs_baseline": c.diff if c else None, "diff_ci_low": c.ci[0] if c else None,
+                "diff_ci_high": c.ci[1] if c else None, "p": c.p if c else None,
+                "p_holm": c.p_holm if c else None, "flags": "; ".join(c.flags) if c else None,
+            })
+    return rows
+
+
+def render_csv(names: list[str], results: dict, comparisons: list[Comparison]) -> str:
+    rows = report_rows(names, results, comparisons)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["run", "benchmark"])
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     return out.getvalue()

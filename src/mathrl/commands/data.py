@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     ls = sub.add_parser("list", help="registered datasets with row counts and sources")
     ls.add_argument("--data-dir", default=None, help="folder with the benchmark JSONL files")
+    ls.add_argument("--json", action="store_true", help="one JSON object per dataset, for scripts")
     ls.set_defaults(run=run_list)
     show = sub.add_parser("show", help="print a few problems of a dataset or a file")
     show.add_argument("dataset", help="a registered name, a JSONL/JSON/CSV/parquet file, or hf:ORG/NAME")
@@ -51,40 +52,53 @@ def parse_levels(text: str | None) -> tuple[int, ...] | None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    import json
+
     from rich.table import Table
 
+    from mathrl.console import make_console
     from mathrl.data import REGISTRY, DataError, data_dir_from, load_dataset, local_file
 
     directory = data_dir_from(args.data_dir)
-    table = Table("name", "kind", "rows", "skipped", "extract", "source", "description")
+    rows = []
     for name, spec in REGISTRY.items():
+        row = {"name": name, "kind": spec.kind, "rows": None, "skipped": None, "extract": spec.extract,
+               "source": None, "description": spec.description}
         local = local_file(spec, args.data_dir)
         if spec.generate is None and not (local and local.is_file()):
             # Counting would download it: list where it would come from instead.
-            origin = (f"hf:{spec.hub.dataset_id} (from the hub)" if spec.hub
-                      else f"needs {local or spec.file} (no hub source)")
-            table.add_row(name, spec.kind, "-", "-", spec.extract, origin, spec.description)
-            continue
-        try:
-            ds = load_dataset(name, args.data_dir)
-            rows, skipped = str(len(ds)), str(ds.skipped)
-            origin = ds.origin.removeprefix(f"{directory}/") if directory else ds.origin
-        except DataError as err:
-            rows, skipped, origin = "-", "-", f"unavailable: {err}"
-        table.add_row(name, spec.kind, rows, skipped, spec.extract, origin, spec.description)
-    console = Console()
+            row["source"] = (f"hf:{spec.hub.dataset_id} (from the hub)" if spec.hub
+                             else f"needs {local or spec.file} (no hub source)")
+        else:
+            try:
+                ds = load_dataset(name, args.data_dir)
+                row.update(rows=len(ds), skipped=ds.skipped,
+                           source=ds.origin.removeprefix(f"{directory}/") if directory else ds.origin)
+            except DataError as err:
+                row["source"] = f"unavailable: {err}"
+        rows.append(row)
+    if args.json:
+        print("".join(json.dumps(row) + "\n" for row in rows), end="")
+        return 0
+    table = Table()
+    for column in ("name", "kind", "rows", "skipped", "extract", "source", "description"):
+        table.add_column(column, no_wrap=column == "name")  # the name is what a user types next: never cut
+    for row in rows:
+        table.add_row(row["name"], row["kind"], "-" if row["rows"] is None else str(row["rows"]),
+                      "-" if row["skipped"] is None else str(row["skipped"]), row["extract"], row["source"],
+                      row["description"])
+    console = make_console()
     console.print(f"data directory: {directory or 'not set (--data-dir or MATHRL_DATA_DIR)'}")
     console.print(table)
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mathrl.console import make_console
 
     ds = load_from_args(args, args.dataset, levels=parse_levels(args.levels),
                         num_problems=args.n, seed=args.seed)
-    console = Console()
+    console = make_console()
     console.print(f"{ds.name}: {len(ds)} shown from {ds.origin}"
                   + (f" ({ds.skipped} rows skipped: no gold answer or invalid)" if ds.skipped else ""))
     for p in ds.problems:

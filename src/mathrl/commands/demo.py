@@ -23,19 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from mathrl.console import make_console
     from mathrl.demo import BASELINES, FULL, QUICK, run_demo, stages
 
-    console = Console()
+    console = make_console()
     log = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
     scale = QUICK if args.quick else FULL
     start = time.perf_counter()
     run_demo(args.out, scale, log)
-    wide = Console(width=max(console.width, 120))  # the tables stay readable in a log file too
     for study, baseline in BASELINES.items():
-        wide.print()
-        wide.print(summary_table(args.out, study, baseline, stages(args.out, scale)))
+        console.print()
+        console.print(summary_table(args.out, study, baseline, stages(args.out, scale)))
     log(f"\ndemo finished in {(time.perf_counter() - start) / 60:.1f} min; everything is under {args.out}/:")
     log(f"  reports:  {args.out}/report/study1/report.md, {args.out}/report/study2/report.md")
     log("  plots:    accuracy.png, frontier.png, training_<run>.png in each report folder")

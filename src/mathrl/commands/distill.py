@@ -67,20 +67,21 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{url} serves {served or 'no models'}; name one with --teacher-model")
             name = served[0]
         sampler = make_sampler(name, base_url=url, api_key=api_key, concurrency=args.concurrency)
-        source = f"{name} @ {url}"
+        source = name  # the model is what decides the samples; the URL may move between runs
     else:
         sampler = make_sampler(args.teacher, args.adapter, device=args.device, dtype=args.dtype,
                                batch_size=args.batch_size)
         source = args.teacher + (f" + {args.adapter}" if args.adapter else "")
-    return run_collect(args, sampler, source, verb="distilled")
+    return run_collect(args, sampler, source, verb="distilled", endpoint=url)
 
 
-def run_collect(args: argparse.Namespace, sampler, source: str, verb: str) -> int:
-    from rich.console import Console
+def run_collect(args: argparse.Namespace, sampler, source: str, verb: str,
+                endpoint: str | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mathrl.collect import CollectConfig, collect_traces
     from mathrl.commands.data import load_from_args, parse_levels
+    from mathrl.console import make_console
 
     dataset = load_from_args(args, args.dataset, levels=parse_levels(args.levels),
                              num_problems=args.num_problems, seed=args.seed)
@@ -88,14 +89,24 @@ def run_collect(args: argparse.Namespace, sampler, source: str, verb: str) -> in
                         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                         seed=args.seed, few_shot=args.few_shot, thinking=args.thinking,
                         chunk_size=args.chunk_size)
-    console = Console()
+    console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{verb} {dataset.name}", total=len(dataset))
-        stats = collect_traces(sampler, dataset.problems, dataset.extract, cfg, args.out,
-                               lambda done, total: bar.update(task, completed=done, total=total))
+        first: list[int] = []
+
+        def progress(done, total):
+            if not first:  # the first report is what a previous run left
+                first.append(done)
+                if done:
+                    console.print(f"resuming {args.out}: {done} of {total} problems already done",
+                                  markup=False, highlight=False)
+            bar.update(task, completed=done, total=total)
+
+        stats = collect_traces(sampler, dataset.problems, dataset.extract, cfg, args.out, progress, endpoint)
     console.print(
-        f"{dataset.name}: {stats['problems']} problems x {args.n} samples from {source}\n"
+        f"{dataset.name}: {stats['problems']} problems x {args.n} samples from {source}"
+        f"{f' @ {endpoint}' if endpoint else ''}\n"
         f"  correct: {stats['correct_samples']}/{stats['samples']} samples "
         f"({100 * stats['sample_yield']:.1f}% yield); {stats['problems_with_correct']} problems "
         f"({100 * stats['problem_yield']:.1f}%) have a kept trace\n"

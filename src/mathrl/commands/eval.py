@@ -43,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich import box
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from mathrl.console import make_console
     from mathrl.data import REGISTRY
     from mathrl.errors import UserError
     from mathrl.eval.run import EvalConfig, evaluate, summary_table
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                      num_problems=args.num_problems, seed=args.seed, few_shot=args.few_shot,
                      thinking=args.thinking, chunk_size=args.chunk_size)
     sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size)
-    console = Console()
+    console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         def progress(name):

@@ -17,13 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from mathrl.console import make_console
     from mathrl.data.overlap import find_overlap
 
     train, evals = load_from_args(args, args.train), load_from_args(args, args.eval)
     report = find_overlap(train.problems, evals.problems, n=args.ngram)
-    console = Console()
+    console = make_console()
     exact_ids, any_ids = report.eval_ids(exact=True), report.eval_ids(exact=False)
     console.print(f"{train.name} ({report.n_train}) vs {evals.name} ({report.n_eval}), "
                   f"after removing $ and whitespace:")

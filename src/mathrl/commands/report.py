@@ -17,14 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("report"), help="where report.md and report.csv go")
     parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate for Holm (0.05)")
     parser.add_argument("--quiet", action="store_true", help="do not print the report")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per run and benchmark instead of the markdown (scripts)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-view", action="store_true", help="skip samples.html (the sample viewer)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     from mathrl.fileio import write_atomic
-    from mathrl.report import build_report, render_csv, render_markdown
+    from mathrl.report import build_report, render_csv, render_markdown, report_rows
 
     names, results, comparisons = build_report(args.runs, args.baseline)
     figures = {} if args.no_plots else write_plots(args.runs, names, results, args.out)
@@ -43,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
             render_page(page_data(results), "mathrl samples: " + ", ".join(names)),
         )
         written.append("samples.html")
+    if args.json:
+        print("".join(json.dumps(row) + "\n" for row in report_rows(names, results, comparisons)), end="")
+        return 0
     if not args.quiet:
         print(markdown)
     print(f"wrote to {args.out}/: " + ", ".join(written))

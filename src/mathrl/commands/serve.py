@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-n", type=int, default=64, help="largest n a request may ask for (default 64)")
+    parser.add_argument("--max-tokens", type=int, default=8192,
+                        help="largest max_tokens a request may ask for (default 8192)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=8192,
+                        help="longest prompt accepted, in tokens (default 8192)")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this server dies, even by SIGKILL "
                         "(Linux; `mathrl demo` starts its teacher so)")
@@ -38,14 +43,16 @@ def exit_with_parent() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mathrl.sampling.factory import make_sampler
-    from mathrl.serve import make_server
+    from mathrl.serve import Limits, make_server
 
     if args.exit_with_parent:
         exit_with_parent()
     sampler = make_sampler(args.model, args.adapter, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size)
     name = args.served_name or args.model
-    server = make_server(sampler, sampler.tokenizer, name, args.host, args.port, max_batch=args.batch_size)
+    limits = Limits(max_n=args.max_n, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens)
+    server = make_server(sampler, sampler.tokenizer, name, args.host, args.port, max_batch=args.batch_size,
+                         limits=limits)
     host, port = server.server_address[:2]
     print(f"serving {name} on http://{host}:{port}/v1", flush=True)
     try:

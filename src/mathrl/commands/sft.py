@@ -43,14 +43,14 @@ def default_run_dir(config: Path) -> Path:
 def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
     """Load ``config_class`` from the recipe and overrides, run ``train`` into the run folder with
     a progress bar (``describe(metrics)`` is its live text), and print a closing line."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mathrl.config import load_config
+    from mathrl.console import make_console
 
     cfg = load_config(config_class, args.config, args.overrides)
     out = args.out or default_run_dir(args.config)
-    console = Console()
+    console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=True) as bar:
         task = bar.add_task(args.command, total=None, info="")

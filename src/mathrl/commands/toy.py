@@ -87,8 +87,7 @@ def run_traces(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from mathrl.console import make_console
     from mathrl.errors import UserError
     from mathrl.grading import extract_answer, grade
     from mathrl.sampling.factory import make_sampler
@@ -103,7 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
     sampler = make_sampler(args.model, args.adapter, device=args.device)
     completions = greedy_completions(sampler, problems)
 
-    console = Console()
+    console = make_console()
     for p, c in zip(problems[:args.show], completions, strict=False):
         mark = "[green]correct[/]" if grade(c.text, p.answer) else "[red]wrong[/]"
         console.rule(f"{p.id} (level {p.level})")

@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import random
 
-    from rich.console import Console
     from rich.table import Table
 
+    from mathrl.console import make_console
     from mathrl.errors import UserError
     from mathrl.fileio import write_atomic
     from mathrl.traces import filter_traces, read_traces, trace_stats
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shuffle:
         random.Random(args.seed).shuffle(kept)
     kept = kept[:args.limit] if args.limit is not None else kept
-    console = Console()
+    console = make_console()
     table = Table("", "traces", "problems", "mean tokens", "median", "p90", "datasets")
     for label, traces in (("in", merged), ("kept", kept)):
         s = trace_stats(traces)

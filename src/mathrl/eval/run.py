@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from mathrl.config import describe_changes
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
 from mathrl.eval.metrics import summarize
@@ -58,10 +59,10 @@ def check_config(out_dir: Path, cfg: EvalConfig) -> None:
     path = out_dir / "config.yaml"
     wanted = json.loads(json.dumps(asdict(cfg)))
     if path.is_file():
-        existing = yaml.safe_load(path.read_text())
-        if existing != wanted:
-            changed = sorted(k for k in wanted if existing.get(k) != wanted[k])
-            raise UserError(f"{out_dir} holds an evaluation with other settings ({', '.join(changed)}); "
+        existing = yaml.safe_load(path.read_text()) or {}
+        changed = describe_changes(existing, wanted)
+        if changed:
+            raise UserError(f"{out_dir} holds an evaluation with other settings ({changed}); "
                             "rerun with the same arguments to resume, or use another --out")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
