@@ -87,12 +87,12 @@ def run_trl(args, out: Path) -> dict:
     from mathrl.data import load_dataset
     from mathrl.grading import grade
     from mathrl.models import load_model, load_tokenizer
-    from mathrl.prompts import problem_messages
+    from mathrl.prompts import PromptProtocol
 
     problems = load_dataset(
         "arith_train", levels=(1, 2, 3), num_problems=args.problems, seed=args.seed
     ).problems
-    data = Dataset.from_list([{"prompt": problem_messages(p), "answer": p.answer} for p in problems])
+    data = Dataset.from_list([{"prompt": PromptProtocol().messages(p), "answer": p.answer} for p in problems])
 
     def correctness(completions, answer, **_):
         return [float(grade(c[0]["content"], a)) for c, a in zip(completions, answer, strict=True)]

@@ -11,7 +11,7 @@ Each variant runs in a fresh process, so nothing carries over:
 
 - ``full-logits``: the log-probability code as it was before (every position's full-vocabulary
   logits in fp32, a log-softmax for the loss and another for the entropy), kept here as the peer;
-- ``chunked``: the LM head, log-softmax and entropy on 1,024 target rows at a time, recomputed in
+- ``chunked``: the LM head, log-softmax and entropy on 512 target rows at a time, recomputed in
   the backward pass;
 - ``chunked+ckpt``: the same with activation checkpointing of the decoder layers.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -120,7 +121,18 @@ def worker(args) -> dict:
             f.write("5")  # reset VmHWM to the current resident set
         before = _rss_bytes("VmRSS")
     start = time.perf_counter()
-    step()
+    try:
+        step()
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        # Out of memory: while the exception (and its traceback, which keeps every frame's tensors
+        # alive) is held, what is resident is what was in use when the allocation failed. That
+        # plus the failed request is a measured lower bound on what the step needs.
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        if asked is None or device.type == "cuda":
+            raise
+        in_use = _rss_bytes("VmRSS") - before
+        return {"variant": variant, "needs_at_least_bytes": in_use + int(asked[1]),
+                "in_use_bytes": in_use, "failed_request_bytes": int(asked[1])}
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
@@ -232,6 +244,13 @@ def main() -> int:
         )
         base = next((r for r in results if r["variant"] == "full-logits"), None)
         for r in results:
+            if "needs_at_least_bytes" in r:
+                bound = "> " + format(r["needs_at_least_bytes"] / 2**30, ".2f")
+                print(f"  {r['variant']:<14} {bound:>10} GiB  "
+                      f"(out of memory under the {args.cpu_cap_gb:.0f} GiB cap: "
+                      f"{r['in_use_bytes'] / 2**30:.2f} GiB in use when "
+                      f"{r['failed_request_bytes'] / 2**30:.2f} GiB more could not be had)")
+                continue
             if "error" in r:
                 cap = f"> {args.cpu_cap_gb:.0f} GiB" if r["over_cap"] else "failed"
                 print(f"  {r['variant']:<14} {cap:>14}  ({r['error'][:90]})")
@@ -240,7 +259,9 @@ def main() -> int:
             m = mfu(r, args.peak_tflops)
             ratio = ""
             if base is not None and r is not base:
-                if "error" in base and base["over_cap"]:
+                if "needs_at_least_bytes" in base:
+                    ratio = f"peak memory < 1/{base['needs_at_least_bytes'] / r['peak_bytes']:.1f} of it"
+                elif "error" in base and base["over_cap"]:
                     ratio = f"peak memory < 1/{args.cpu_cap_gb / gib:.1f} of it"
                 elif "error" not in base:
                     ratio = f"peak memory 1/{base['peak_bytes'] / r['peak_bytes']:.1f}"

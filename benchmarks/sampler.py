@@ -20,7 +20,7 @@ import torch
 from shapes import SHAPES, build_model
 
 from mathrl.device import choose_device, choose_dtype
-from mathrl.prompts import problem_messages
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.hf import HFSampler
 from mathrl.tasks import arith
@@ -40,7 +40,7 @@ def bench(model, tokenizer, batch: int, new_tokens: int, temperature: float, rep
     problems = arith.generate("test", batch, seed=0)
     sampler = HFSampler(model, tokenizer, batch_size=batch)
     params = SamplingParams(temperature=temperature, max_tokens=new_tokens, seed=0, ignore_eos=True)
-    prompts = [sampler.encode(problem_messages(p), params) for p in problems]
+    prompts = [sampler.encode(PromptProtocol().messages(p), params) for p in problems]
     width = max(map(len, prompts))
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)

@@ -124,136 +124,182 @@ def _field(cfg, key):
     return value
 
 
-# The studies' published settings (../shared/DESIGN.md, "The two reference studies").
-STUDY1_EVAL = {
-    "benchmarks": ("math500", "aime2024", "aime2025", "gsm8k", "olympiadbench_numerical"),
-    "temperature": 0.01,
-    "max_tokens": 2048,
-    "few_shot": True,
-}
-PUBLISHED = {
-    "study1/baseline.yaml": {
-        "model": "Qwen/Qwen3-4B-Instruct-2507",
-        "benchmarks": ",".join(STUDY1_EVAL["benchmarks"]),
-        "temperature": 0.01,
-        "max_tokens": 2048,
-        "few_shot": True,
-        "n": 1,
-    },
-    "study1/distill_math.yaml": {
-        "dataset": "math_hard",
-        "teacher_model": "Qwen/Qwen3-235B-A22B-Instruct-2507",
-    },
-    "study1/distill_olympiad.yaml": {"dataset": "olympiadbench"},
-    "study1/sft_a.yaml": {
-        "model": "Qwen/Qwen3-4B-Instruct-2507",
-        "finetune": "lora",
-        "lora.rank": 64,
-        "lr": 2e-4,
-        "batch_size": 32,
-        "epochs": 2,
-        "max_length": 4096,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.95,
-        "schedule": "linear",
-        "data": ("runs/study1/traces_math_hard.jsonl",),
-    },
-    "study1/sft_b.yaml": {
-        "lora.rank": 64,
-        "lr": 2e-4,
-        "batch_size": 32,
-        "epochs": 2,
-        "max_length": 4096,
-        "data": ("runs/study1/traces_math_hard.jsonl", "runs/study1/traces_olympiad.jsonl"),
-    },
-    "study1/grpo_v1.yaml": {
-        "dataset": "math_train",
-        "levels": None,
-        "lr": 4e-5,
-        "groups_per_batch": 128,
-        "group_size": 16,
-        "max_tokens": 2048,
-        "loss": "importance_sampling",
-        "rewards": {"correct": 1.0},
-        "lora.rank": 64,
-        "adapter": None,
-        "schedule": "constant",
-    },
-    "study1/grpo_v2.yaml": {
-        "dataset": "math_train",
-        "levels": (4, 5),
-        "groups_per_batch": 64,
-        "group_size": 16,
-        "max_tokens": 4096,
-        "epochs": 2,
-        "lr": 4e-5,
-        "loss": "importance_sampling",
-    },
-    "study1/grpo_v3.yaml": {
-        "levels": (4, 5),
-        "adapter": "runs/study1/grpo_v2/final",
-        "lr": 2e-5,
-        "epochs": 2,
-        "groups_per_batch": 64,
-        "max_tokens": 4096,
-    },
-    "study1/sft_grpo.yaml": {
-        "adapter": "runs/study1/sft_a/final",
-        "lr": 4e-5,
-        "groups_per_batch": 128,
-        "group_size": 16,
-        "max_tokens": 2048,
-    },
-    "study2/baseline.yaml": {"model": "Qwen/Qwen3-8B", "benchmarks": "gsm8k", "thinking": True},
-    "study2/rejection_sample.yaml": {
-        "model": "Qwen/Qwen3-8B",
-        "dataset": "gsm8k_train",
-        "n": 16,
-        "keep": "shortest",
-    },
-    "study2/rs_sft.yaml": {
-        "model": "Qwen/Qwen3-8B",
-        "lora.rank": 128,
-        "lr": 5e-5,
-        "epochs": 2,
-        "batch_size": 8,
-        "data": ("runs/study2/rs_traces.jsonl",),
-    },
-    "study2/rl_short.yaml": {
-        "model": "Qwen/Qwen3-8B",
-        "dataset": "gsm8k_train",
-        "group_size": 8,
-        "groups_per_batch": 32,
-        "lora.rank": 128,
-        "rewards": {"correct": 0.0, "efficiency": 1.0},
-    },
-    "study2/rl_long.yaml": {
-        "group_size": 8,
-        "groups_per_batch": 32,
-        "lora.rank": 128,
-        "rewards": {"correct": 0.0, "efficiency": 1.0},
-        "max_steps": None,
-        "epochs": 1,
-    },
-}
+S1 = "study1_math_reasoning_qwen3_4b.md"
+S2 = "study2_token_efficiency_qwen3_8b.md"
+MATH_SUFFIX = " Write your answer in \\boxed{} format."
+GSM8K_SUFFIX = " Provide a numerical answer without units, written inside \\boxed{}."
+TINKER = "Tinker cookbook default (the study is silent)"
+RECIPE = "the math_efficiency recipe study 2 ran (its write-up is silent)"
+S1_EVAL = [("temperature", 0.01, (S1, 161)), ("max_tokens", 2048, (S1, 162)), ("n", 1, (S1, 23))]
+S1_PROMPT = [("system_prompt", "", (S1, 48)), ("few_shot", "tinker_math", (S1, 163)),
+             ("suffix", MATH_SUFFIX, (S1, 48))]
+S2_EVAL = [("num_problems", 100, (S2, 120)), ("shuffle_seed", 42, RECIPE), ("n", 4, (S2, 121)),
+           ("temperature", 1.0, RECIPE), ("max_tokens", 2048, (S2, 26))]
+S2_PROMPT = [("system_prompt", "", RECIPE), ("few_shot", "none", RECIPE), ("suffix", GSM8K_SUFFIX, RECIPE),
+             ("thinking", True, (S2, 27))]
+S1_BENCHMARKS = ("math500", "aime2024", "aime2025", "gsm8k", "olympiadbench_numerical")
+
+# Every setting the studies state, as (recipe, key, value, where: (seed file, line) or a source).
+STATED = [
+    ("study1/baseline.yaml", "model", "Qwen/Qwen3-4B-Instruct-2507", (S1, 17)),
+    ("study1/baseline.yaml", "benchmarks", ",".join(S1_BENCHMARKS), (S1, 152)),
+    *[("study1/baseline.yaml", k, v, w) for k, v, w in S1_EVAL + S1_PROMPT],
+    ("study1/distill_math.yaml", "teacher_model", "Qwen/Qwen3-235B-A22B-Instruct-2507", (S1, 56)),
+    ("study1/distill_math.yaml", "dataset", "math_hard", (S1, 60)),
+    ("study1/distill_math.yaml", "n", 1, (S1, 63)),
+    *[("study1/distill_math.yaml", k, v, w) for k, v, w in S1_PROMPT],
+    ("study1/distill_olympiad.yaml", "dataset", "olympiadbench_numerical", (S1, 59)),
+    ("study1/sft_a.yaml", "model", "Qwen/Qwen3-4B-Instruct-2507", (S1, 17)),
+    ("study1/sft_a.yaml", "finetune", "lora", (S1, 80)),
+    ("study1/sft_a.yaml", "lora.rank", 64, (S1, 85)),
+    ("study1/sft_a.yaml", "lora.alpha", 32, TINKER),
+    ("study1/sft_a.yaml", "grad_clip", 0.0, TINKER),
+    ("study1/sft_a.yaml", "lr", 2e-4, (S1, 86)),
+    ("study1/sft_a.yaml", "batch_size", 32, (S1, 87)),
+    ("study1/sft_a.yaml", "last_batch", "drop", (S1, 87)),  # 119 steps/epoch from 3,825 traces
+    ("study1/sft_a.yaml", "epochs", 2, (S1, 88)),
+    ("study1/sft_a.yaml", "max_length", 4096, (S1, 89)),
+    ("study1/sft_a.yaml", "adam_beta1", 0.9, (S1, 90)),
+    ("study1/sft_a.yaml", "adam_beta2", 0.95, (S1, 90)),
+    ("study1/sft_a.yaml", "schedule", "linear", (S1, 90)),
+    ("study1/sft_a.yaml", "min_lr_ratio", 0.0, (S1, 90)),  # "decay to 0"
+    ("study1/sft_a.yaml", "data", ("runs/study1/traces_math_hard.jsonl", "runs/study1/traces_olympiad.jsonl"),
+     (S1, 93)),
+    ("study1/sft_b.yaml", "data", ("runs/study1/traces_math_hard.jsonl", "runs/study1/traces_olympiad.jsonl"),
+     (S1, 209)),
+    ("study1/sft_b.yaml", "lr", 5e-4, (S1, 209)),
+    ("study1/sft_b.yaml", "epochs", 1, (S1, 209)),
+    ("study1/sft_b.yaml", "batch_size", 32, (S1, 87)),
+    ("study1/grpo_v1.yaml", "dataset", "math_train", (S1, 106)),
+    ("study1/grpo_v1.yaml", "levels", None, (S1, 106)),
+    ("study1/grpo_v1.yaml", "lora.rank", 64, (S1, 107)),
+    ("study1/grpo_v1.yaml", "lora.alpha", 32, TINKER),
+    ("study1/grpo_v1.yaml", "grad_clip", 0.0, TINKER),
+    ("study1/grpo_v1.yaml", "lr", 4e-5, (S1, 108)),
+    ("study1/grpo_v1.yaml", "groups_per_batch", 128, (S1, 109)),
+    ("study1/grpo_v1.yaml", "group_size", 16, (S1, 110)),
+    ("study1/grpo_v1.yaml", "max_tokens", 2048, (S1, 111)),
+    ("study1/grpo_v1.yaml", "loss", "importance_sampling", (S1, 112)),
+    ("study1/grpo_v1.yaml", "normalization", "token_sum", TINKER),
+    ("study1/grpo_v1.yaml", "epochs", 1, (S1, 113)),
+    ("study1/grpo_v1.yaml", "last_batch", "drop", (S1, 113)),  # 58 batches
+    ("study1/grpo_v1.yaml", "rewards", {"correct": 1.0}, (S1, 137)),
+    ("study1/grpo_v1.yaml", "scale_advantages", False, (S1, 146)),
+    ("study1/grpo_v1.yaml", "adapter", None, (S1, 116)),
+    *[("study1/grpo_v1.yaml", f"prompt.{k}", v, w) for k, v, w in S1_PROMPT],
+    ("study1/grpo_v2.yaml", "levels", (4, 5), (S1, 122)),
+    ("study1/grpo_v2.yaml", "groups_per_batch", 64, (S1, 123)),
+    ("study1/grpo_v2.yaml", "max_tokens", 4096, (S1, 124)),
+    ("study1/grpo_v2.yaml", "epochs", 2, (S1, 125)),
+    ("study1/grpo_v2.yaml", "lr", 4e-5, (S1, 108)),  # "Other params: same as v1" (L.126)
+    ("study1/grpo_v2.yaml", "group_size", 16, (S1, 110)),
+    ("study1/grpo_v3.yaml", "adapter", "runs/study1/grpo_v2/final", (S1, 129)),
+    ("study1/grpo_v3.yaml", "lr", 2e-5, (S1, 130)),
+    ("study1/grpo_v3.yaml", "epochs", 2, (S1, 131)),
+    ("study1/grpo_v3.yaml", "levels", (4, 5), (S1, 131)),
+    ("study1/sft_grpo.yaml", "adapter", "runs/study1/sft_a/final", (S1, 256)),
+    ("study1/sft_grpo.yaml", "groups_per_batch", 128, (S1, 109)),
+    ("study1/sft_grpo.yaml", "max_tokens", 2048, (S1, 111)),
+    ("study2/baseline.yaml", "model", "Qwen/Qwen3-8B", (S2, 119)),
+    ("study2/baseline.yaml", "benchmarks", "gsm8k_train", RECIPE),
+    *[("study2/baseline.yaml", k, v, w) for k, v, w in S2_EVAL + S2_PROMPT],
+    ("study2/rejection_sample.yaml", "model", "Qwen/Qwen3-8B", (S2, 129)),
+    ("study2/rejection_sample.yaml", "dataset", "gsm8k_train", RECIPE),
+    ("study2/rejection_sample.yaml", "shuffle_seed", 42, RECIPE),
+    ("study2/rejection_sample.yaml", "num_problems", 100, (S2, 131)),
+    ("study2/rejection_sample.yaml", "n", 16, (S2, 130)),
+    ("study2/rejection_sample.yaml", "keep", "shortest", (S2, 35)),
+    ("study2/rejection_sample.yaml", "temperature", 1.0, RECIPE),
+    ("study2/rejection_sample.yaml", "max_tokens", 2048, RECIPE),
+    *[("study2/rejection_sample.yaml", k, v, w) for k, v, w in S2_PROMPT],
+    ("study2/rs_sft.yaml", "model", "Qwen/Qwen3-8B", (S2, 136)),
+    ("study2/rs_sft.yaml", "lora.rank", 128, (S2, 40)),
+    ("study2/rs_sft.yaml", "lora.alpha", 32, TINKER),
+    ("study2/rs_sft.yaml", "grad_clip", 0.0, TINKER),
+    ("study2/rs_sft.yaml", "lr", 5e-5, (S2, 39)),
+    ("study2/rs_sft.yaml", "epochs", 2, (S2, 41)),
+    ("study2/rs_sft.yaml", "batch_size", 8, (S2, 42)),
+    ("study2/rs_sft.yaml", "max_length", 2048, RECIPE),
+    ("study2/rs_sft.yaml", "last_batch", "drop", RECIPE),  # 22 steps from 94 traces
+    ("study2/rs_sft.yaml", "data", ("runs/study2/rs_traces.jsonl",), (S2, 137)),
+    ("study2/rl_short.yaml", "model", "Qwen/Qwen3-8B", (S2, 148)),
+    ("study2/rl_short.yaml", "dataset", "gsm8k_train", RECIPE),
+    ("study2/rl_short.yaml", "num_problems", 10, (S2, 63)),
+    ("study2/rl_short.yaml", "epochs", 1, (S2, 63)),
+    ("study2/rl_short.yaml", "group_size", 8, (S2, 64)),
+    ("study2/rl_short.yaml", "groups_per_batch", 32, (S2, 64)),
+    ("study2/rl_short.yaml", "lora.rank", 128, (S2, 65)),
+    ("study2/rl_short.yaml", "lr", 5e-7, (S2, 66)),
+    ("study2/rl_short.yaml", "rewards", {"correct": 0.0, "efficiency": 1.0}, (S2, 98)),
+    ("study2/rl_short.yaml", "last_batch", "keep", TINKER),
+    *[("study2/rl_short.yaml", f"prompt.{k}", v, w) for k, v, w in S2_PROMPT],
+    ("study2/rl_long.yaml", "num_problems", 100, (S2, 80)),
+    ("study2/rl_long.yaml", "epochs", 4, (S2, 80)),
+    ("study2/rl_long.yaml", "lr", 5e-7, (S2, 66)),
+    ("study2/rl_long.yaml", "group_size", 8, (S2, 64)),
+    ("study2/rl_long.yaml", "groups_per_batch", 32, (S2, 64)),
+]
+# Stated numbers a recipe cannot equal, each with the words of the recipe comment that says why.
+EXPLAINED = [
+    ("study1/distill_olympiad.yaml", "from ~500 problems", (S1, 59)),  # the numerical set has 572
+    ("study2/rl_short.yaml", "which its own settings do not give", (S2, 63)),  # "(4 batches)"
+    ("study2/rl_short.yaml", "timed out", (S2, 69)),  # 68/100 evaluated
+]
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
-def test_study_hyperparameters_match_the_studies(name):
+@pytest.mark.parametrize("name", sorted({row[0] for row in STATED}))
+def test_every_stated_setting_of_the_studies_is_in_its_recipe(name):
     kind, cfg = recipe(name)
-    for key, expected in PUBLISHED[name].items():
-        assert _field(cfg, key) == expected, (
-            f"{name}: {key} is {_field(cfg, key)!r}, the study used {expected!r}"
-        )
-    if kind in ("sft", "grpo") and name.startswith("study1"):
-        # Training runs end with the baseline's protocol, so reports compare like with like.
-        for key, expected in STUDY1_EVAL.items():
-            assert getattr(cfg.eval, key) == expected, f"{name}: eval.{key}"
+    for _, key, expected, where in [row for row in STATED if row[0] == name]:
+        got = _field(cfg, key)
+        assert got == expected, f"{name}: {key} is {got!r}; {where} says {expected!r}"
+    if kind in ("sft", "grpo"):
+        # Training runs end with their study's protocol, so reports compare like with like.
+        study_eval, study_prompt = (S1_EVAL, S1_PROMPT) if name.startswith("study1") else (S2_EVAL, S2_PROMPT)
+        for key, expected, where in study_eval:
+            assert _field(cfg.eval, key) == expected, f"{name}: eval.{key}, {where}"
+        for key, expected, where in study_prompt:
+            assert _field(cfg.eval.prompt, key) == expected, f"{name}: eval.prompt.{key}, {where}"
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="the studies are in ../shared/seeds")
+def test_the_cited_lines_say_what_the_table_says():
+    """A cited line holds the value (or, for settings given in words, its key words)."""
+    shown = {int: lambda v: [f"{v:,}", str(v)],
+             float: lambda v: [f"{v:.0e}".replace("e-0", "e-"), f"{v:g}", str(v)]}
+    for name, key, value, where in STATED:
+        if not isinstance(where, tuple) or type(value) not in shown or isinstance(value, bool):
+            continue
+        line = (SEEDS / where[0]).read_text().splitlines()[where[1] - 1]
+        assert any(form in line for form in shown[type(value)](value)), (name, key, value, where, line)
+    for name, phrase, where in EXPLAINED:
+        assert phrase in (ROOT / name).read_text(), f"{name} does not explain {where}"
 
 
 def test_every_study_experiment_has_a_recipe():
     study = {n for n in NAMES if n.startswith("study")}
-    assert {n for n in study if recipe(n)[0] != "base"} == set(PUBLISHED)
+    experiments = {n for n in study if recipe(n)[0] != "base"}
+    clean = {"study1/sft_a_clean.yaml", "study2/baseline_clean.yaml"}  # the clean variants beside them
+    assert experiments - clean == {row[0] for row in STATED} | {"study1/distill_olympiad.yaml"}
+
+
+def test_the_study1_prompt_is_the_cookbooks_exchange_then_the_question_with_its_suffix(data_dir):
+    """The rendered prompt of MATH-500's first problem under configs/study1/eval.yaml."""
+    from mathrl.commands import prompt_from_args
+
+    _, args = recipe("study1/baseline.yaml")
+    problem = load_dataset("math500", data_dir).problems[0]
+    expected = [
+        {"role": "user", "content": "How many r's are in strawberry? Write your answer in \\boxed{} format."},
+        {"role": "assistant", "content": "Let's spell the word out and number all the letters: 1) s 2) t "
+         "3) r 4) a 5) w 6) b 7) e 8) r 9) r 10) y. We have r's at positions 3, 8, and 9. \\boxed{3}"},
+        {"role": "user", "content": "Convert the point $(0,3)$ in rectangular coordinates to polar "
+         "coordinates.  Enter your answer in the form $(r,\\theta),$ where $r > 0$ and $0 \\le \\theta "
+         "< 2 \\pi.$ Write your answer in \\boxed{} format."},
+    ]
+    assert problem.id == "test/precalculus/807.json"
+    assert prompt_from_args(args).messages(problem, "math500") == expected
 
 
 def test_a_bad_key_in_an_option_recipe_names_file_and_line(tmp_path):

@@ -224,9 +224,30 @@ def test_overlap_cli(data_dir):
 
 
 def test_data_list_cli(data_dir):
-    out = subprocess.run([sys.executable, "-m", "mathrl.cli", "data", "list", "--data-dir", str(data_dir)],
-                         capture_output=True, text=True, timeout=300, env={"COLUMNS": "200", "PATH": ""})
+    # A pipe, no COLUMNS (what `mathrl data list | cat` and a CI log see): every name whole, every
+    # row on one line, nothing wrapped.
+    command = [sys.executable, "-m", "mathrl.cli", "data", "list", "--data-dir", str(data_dir)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, env={"PATH": ""})
     assert out.returncode == 0, out.stderr
     lines = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if line.count("│") > 3}
     assert set(lines) == set(REGISTRY)
     assert "│ 3992 " in lines["math_hard"] and "│ 572 " in lines["olympiadbench_numerical"]
+    assert all(REGISTRY[name].description in line for name, line in lines.items())
+    listed = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300,
+                            env={"PATH": ""})
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["name"] for r in rows] == list(REGISTRY)
+    assert {r["name"]: r["rows"] for r in rows}["math500"] == 500
+
+
+def test_a_hub_style_shuffle_seed_picks_the_problems_a_hub_script_would(data_dir):
+    """Study 2's problems: `load_dataset("openai/gsm8k", "main")["train"].shuffle(seed=42)`, first 100.
+    datasets draws the order from numpy's default_rng(42).permutation over the split's rows."""
+    import numpy as np
+
+    chosen = load_dataset("gsm8k_train", data_dir, num_problems=100, shuffle_seed=42)
+    order = np.random.default_rng(42).permutation(7473)[:100]
+    assert [p.id for p in chosen.problems] == [f"gsm8k-train-{i:05d}" for i in order]
+    assert chosen.problems[0].id == "gsm8k-train-03082"
+    first10 = load_dataset("gsm8k_train", data_dir, num_problems=10, shuffle_seed=42).problems
+    assert first10 == chosen.problems[:10]  # the short RL run's 10 are the first 10 of the same order

@@ -7,8 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from mathrl.collect import collect_stats, progress_path
 from mathrl.traces import read_traces
+
+pytestmark = pytest.mark.slow  # end-to-end: servers and whole commands (make test-fast skips)
 
 
 def _cli(*args, timeout=600):

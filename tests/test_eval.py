@@ -26,6 +26,7 @@ def _without_timing(metrics):
     return {k: v for k, v in metrics.items() if k != "timing"}
 
 
+@pytest.mark.slow
 def test_arith_eval_prints_a_table_and_writes_recomputable_metrics(tmp_path):
     out = _eval(tmp_path / "run", "--benchmarks", "arith", "--num-problems", "200")
     assert out.returncode == 0, out.stderr
@@ -43,6 +44,7 @@ def test_arith_eval_prints_a_table_and_writes_recomputable_metrics(tmp_path):
     assert sink[-1]["eval/arith/accuracy"] == metrics["accuracy"]
 
 
+@pytest.mark.slow
 def test_real_math500_prompts_end_to_end(tmp_path, data_dir):
     out = _eval(tmp_path / "run", "--benchmarks", "math500", "--num-problems", "20", "--max-tokens", "128",
                 "--data-dir", str(data_dir), "--few-shot")
@@ -58,6 +60,7 @@ RESUMABLE = ["--benchmarks", "arith", "--num-problems", "200", "--n", "2", "--te
              "--max-tokens", "96", "--chunk-size", "8"]
 
 
+@pytest.mark.slow
 def test_killed_eval_resumes_to_the_uninterrupted_result(tmp_path):
     reference = _eval(tmp_path / "reference", *RESUMABLE)
     assert reference.returncode == 0, reference.stderr
@@ -122,3 +125,13 @@ def test_an_incomplete_group_is_resampled_not_doubled(tmp_path):
     rows = _samples(path)
     assert len(rows) == 32 and len({(r["problem_id"], r["sample_index"]) for r in rows}) == 32
     assert sorted(path.read_text().splitlines()) == sorted(complete.splitlines())
+
+
+def test_show_prompt_prints_the_exact_prompt_without_sampling(tmp_path):
+    out = _eval(tmp_path / "never", "--benchmarks", "arith", "--few-shot", "mathrl", "--suffix", " Go.",
+                "--system-prompt", "", "--show-prompt")
+    assert out.returncode == 0, out.stderr
+    assert '"role": "assistant"' in out.stdout and " Go." in out.stdout
+    assert '"role": "system"' not in out.stdout
+    assert "<|im_start|>user" in out.stdout  # the tiny tokenizer is local: the rendered text too
+    assert not (tmp_path / "never").exists()  # nothing sampled, nothing written

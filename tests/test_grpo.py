@@ -10,7 +10,7 @@ from recipes import kill_after, logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.tasks import arith
-from mathrl.train.grpo import Rollout, collate_rollouts, step_problems
+from mathrl.train.grpo import Rollout, collate_rollouts, step_problems, steps_per_epoch
 
 
 def test_step_problems_are_fixed_per_step_and_cover_each_epoch():
@@ -20,6 +20,12 @@ def test_step_problems_are_fixed_per_step_and_cover_each_epoch():
     assert len(ids) == len(set(ids)) == 9  # 10 // 3 full batches; the partial one is skipped
     assert step_problems(problems, 3, 0, 1) == epoch0[1]
     assert step_problems(problems, 3, 0, 3) != epoch0[0]  # epoch 1 is another permutation
+    kept = [step_problems(problems, 3, 0, s, "keep") for s in range(4)]
+    assert [len(b) for b in kept] == [3, 3, 3, 1]
+    assert {p.id for b in kept for p in b} == {p.id for p in problems}
+    assert len(step_problems(problems[:5], 32, 0, 0)) == 5  # fewer problems than a batch: one batch of all
+    assert steps_per_epoch(100, 32, "keep") == 4  # study 2's long run: 4 batches an epoch
+    assert steps_per_epoch(7498, 128) == 58  # study 1's v1
 
 
 def test_rollouts_mask_exactly_the_completion_tokens():
@@ -40,6 +46,7 @@ def _steps(run):
     return logged_steps(run, "reward/mean")
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_efficiency_run_ends_identically(tmp_path):
     settings = [
         "max_steps=6",
@@ -79,6 +86,7 @@ def _eval(*args):
     )
 
 
+@pytest.mark.slow
 def test_the_tiny_recipe_raises_held_out_accuracy_and_its_adapter_loads_in_eval(tmp_path):
     from mathrl.models import TINY_PATH
 
@@ -109,6 +117,7 @@ def test_the_tiny_recipe_raises_held_out_accuracy_and_its_adapter_loads_in_eval(
     )
 
 
+@pytest.mark.slow
 def test_a_full_finetuning_checkpoint_loads_as_a_model(tmp_path):
     out = _grpo(
         tmp_path / "run",
@@ -132,3 +141,17 @@ def test_a_full_finetuning_checkpoint_loads_as_a_model(tmp_path):
         str(tmp_path / "ev"),
     )
     assert ev.returncode == 0, ev.stderr
+
+
+@pytest.mark.slow
+def test_a_run_with_its_own_prompt_is_evaluated_with_that_prompt(tmp_path):
+    out = tmp_path / "run"
+    done = _grpo(out, "max_steps=1", "groups_per_batch=2", "group_size=2", "max_tokens=16",
+                 "prompt.thinking=false", "prompt.system_prompt=Answer briefly.", "prompt.suffix= Go.",
+                 "eval.benchmarks=[arith]", "eval.num_problems=4", "eval.max_tokens=16")
+    assert done.returncode == 0, done.stderr
+    protocol = json.loads((out / "eval" / "arith" / "metrics.json").read_text())["protocol"]
+    assert protocol["thinking"] is False
+    assert (protocol["system_prompt"], protocol["suffix"]) == ("Answer briefly.", " Go.")
+    samples = (out / "eval" / "arith" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 4

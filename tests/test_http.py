@@ -11,11 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mathrl.prompts import problem_messages
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.hf import HFSampler
 from mathrl.sampling.openai import OpenAISampler, SamplerError
 from mathrl.tasks import arith
+
+pytestmark = pytest.mark.slow  # end-to-end: servers and whole commands (make test-fast skips)
 
 PROBLEMS = arith.generate("test", 4, seed=0, levels=[1, 2])
 
@@ -39,7 +41,7 @@ def server():
 
 def test_http_sampler_matches_the_in_process_sampler(server, tiny):
     params = SamplingParams(temperature=0, max_tokens=64)
-    prompts = [problem_messages(p) for p in PROBLEMS]
+    prompts = [PromptProtocol().messages(p) for p in PROBLEMS]
     remote = OpenAISampler(f"http://127.0.0.1:{server}/v1", "tiny").sample(prompts, 2, params)
     local = HFSampler(*tiny).sample(prompts, 2, params)
     for r_group, h_group in zip(remote, local, strict=True):
@@ -52,7 +54,7 @@ def test_http_sampler_matches_the_in_process_sampler(server, tiny):
 def test_token_id_prompts_use_the_completions_endpoint(server, tiny):
     model, tokenizer = tiny
     params = SamplingParams(temperature=0.7, max_tokens=32, seed=3)
-    ids = HFSampler(model, tokenizer).encode(problem_messages(PROBLEMS[0]), params)
+    ids = HFSampler(model, tokenizer).encode(PromptProtocol().messages(PROBLEMS[0]), params)
     (group,) = OpenAISampler(f"http://127.0.0.1:{server}/v1", "tiny").sample([ids], 3, params)
     assert len(group) == 3 and all(c.n_tokens == len(c.token_ids) == len(c.logprobs) for c in group)
     assert all(c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in group)
@@ -61,7 +63,7 @@ def test_token_id_prompts_use_the_completions_endpoint(server, tiny):
 def test_bad_requests_fail_with_the_server_message_naming_the_field(server):
     sampler = OpenAISampler(f"http://127.0.0.1:{server}/v1", "tiny", backoff_s=0.01)
     with pytest.raises(SamplerError, match="HTTP 400.*'max_tokens' must be an integer"):
-        sampler.sample([problem_messages(PROBLEMS[0])], 1, SamplingParams(max_tokens="many"))
+        sampler.sample([PromptProtocol().messages(PROBLEMS[0])], 1, SamplingParams(max_tokens="many"))
 
 
 def test_client_survives_a_server_killed_and_restarted(tmp_path):
@@ -71,7 +73,7 @@ def test_client_survives_a_server_killed_and_restarted(tmp_path):
     sampler = OpenAISampler(f"http://127.0.0.1:{port}/v1", "tiny", backoff_s=0.5, max_retries=8)
     result = {}
     client = threading.Thread(target=lambda: result.update(out=sampler.sample(
-        [problem_messages(PROBLEMS[0])], 1, SamplingParams(temperature=0, max_tokens=32))))
+        [PromptProtocol().messages(PROBLEMS[0])], 1, SamplingParams(temperature=0, max_tokens=32))))
     client.start()  # connection refused: retrying with backoff
     time.sleep(1.0)
     restarted, _ = _start_server(port)

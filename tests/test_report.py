@@ -82,6 +82,7 @@ def test_a_sample_line_without_a_needed_field_is_named(tmp_path):
         build_report([run])
 
 
+@pytest.mark.slow
 def test_report_from_two_real_tiny_runs(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     for name, model in (("base", "tiny"), ("teacher", "tiny-teacher")):

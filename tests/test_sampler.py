@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mathrl.prompts import problem_messages
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.hf import HFSampler, count_thinking_tokens
 from mathrl.tasks import arith
@@ -20,7 +20,7 @@ def _teacher_forced_logprobs(model, prompt_ids, completion_ids, temperature=1.0)
 
 def test_greedy_is_deterministic_and_grouped_by_prompt(tiny):
     sampler = HFSampler(*tiny, batch_size=4)  # forces several batches with left padding
-    prompts = [problem_messages(p) for p in PROBLEMS]
+    prompts = [PromptProtocol().messages(p) for p in PROBLEMS]
     params = SamplingParams(temperature=0.01, max_tokens=64)
     first = sampler.sample(prompts, 2, params)
     second = sampler.sample(prompts, 2, params)
@@ -36,7 +36,7 @@ def test_logprobs_match_a_teacher_forced_forward_pass(tiny, temperature):
     """RL forms importance ratios against these: they must be the model's own log-softmax."""
     model, tokenizer = tiny
     sampler = HFSampler(model, tokenizer, batch_size=8)
-    prompts = [problem_messages(p) for p in PROBLEMS]
+    prompts = [PromptProtocol().messages(p) for p in PROBLEMS]
     params = SamplingParams(temperature=temperature, max_tokens=48, seed=1)
     groups = sampler.sample(prompts, 2, params)
     for prompt, group in zip(prompts, groups, strict=True):
@@ -49,7 +49,7 @@ def test_logprobs_match_a_teacher_forced_forward_pass(tiny, temperature):
 
 def test_seeded_sampling_reproduces_and_differs_across_seeds(tiny):
     sampler = HFSampler(*tiny)
-    prompts = [problem_messages(p) for p in PROBLEMS[:3]]
+    prompts = [PromptProtocol().messages(p) for p in PROBLEMS[:3]]
 
     def run(seed):
         return [[c.token_ids for c in g] for g in
@@ -62,7 +62,7 @@ def test_seeded_sampling_reproduces_and_differs_across_seeds(tiny):
 def test_finish_reasons_and_counts(tiny):
     model, tokenizer = tiny
     sampler = HFSampler(model, tokenizer)
-    prompts = [problem_messages(p) for p in PROBLEMS[:4]]
+    prompts = [PromptProtocol().messages(p) for p in PROBLEMS[:4]]
     cut = sampler.sample(prompts, 1, SamplingParams(temperature=0, max_tokens=5))
     assert all(g[0].finish_reason == "length" and g[0].n_tokens == 5 for g in cut)
     full = sampler.sample(prompts, 1, SamplingParams(temperature=0, max_tokens=256))
@@ -75,7 +75,7 @@ def test_finish_reasons_and_counts(tiny):
 
 def test_stop_strings_end_the_text(tiny):
     sampler = HFSampler(*tiny)
-    (c,), = sampler.sample([problem_messages(PROBLEMS[0])], 1,
+    (c,), = sampler.sample([PromptProtocol().messages(PROBLEMS[0])], 1,
                            SamplingParams(temperature=0, max_tokens=128, stop=("</think>",)))
     assert c.finish_reason == "stop" and "</think>" not in c.text and c.text.startswith("<think>")
 
@@ -88,7 +88,7 @@ def test_prefill_is_shared_by_the_n_samples_of_a_prompt(tiny):
                                            with_kwargs=True)
     params = SamplingParams(temperature=1.5, max_tokens=24, seed=0)
     try:
-        (group,) = sampler.sample([problem_messages(PROBLEMS[2])], 8, params)
+        (group,) = sampler.sample([PromptProtocol().messages(PROBLEMS[2])], 8, params)
     finally:
         hook.remove()
     assert calls[0][0] == 1 and calls[0][1] > 1  # one prefill row for the prompt
@@ -100,9 +100,9 @@ def test_token_id_prompts_are_used_as_given(tiny):
     model, tokenizer = tiny
     sampler = HFSampler(model, tokenizer)
     params = SamplingParams(temperature=0, max_tokens=32)
-    ids = sampler.encode(problem_messages(PROBLEMS[1]), params)
+    ids = sampler.encode(PromptProtocol().messages(PROBLEMS[1]), params)
     a = sampler.sample([ids], 1, params)[0][0]
-    b = sampler.sample([problem_messages(PROBLEMS[1])], 1, params)[0][0]
+    b = sampler.sample([PromptProtocol().messages(PROBLEMS[1])], 1, params)[0][0]
     assert a.token_ids == b.token_ids
 
 

@@ -8,6 +8,8 @@ import sys
 import openai
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end: servers and whole commands (make test-fast skips)
+
 MESSAGES = [{"role": "user", "content": "Compute $3 + 4$."}]
 
 

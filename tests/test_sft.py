@@ -88,12 +88,14 @@ def test_batches_are_a_seeded_permutation_per_epoch():
     batches = epoch_batches(10, 4, seed=0, epoch=0)
     assert [len(b) for b in batches] == [4, 4, 2] and sorted(sum(batches, [])) == list(range(10))
     assert batches == epoch_batches(10, 4, seed=0, epoch=0) != epoch_batches(10, 4, seed=0, epoch=1)
+    assert epoch_batches(10, 4, 0, 0, last_batch="drop") == batches[:2]
+    assert len(epoch_batches(3825, 32, 0, 0, "drop")) == 119 and len(epoch_batches(94, 8, 0, 0, "drop")) == 11
     examples = [Example((1,) * n, (True,) * n) for n in (5, 2, 9, 3)]
     assert [[len(r[0].input_ids) for r in m] for m in micro_batches(examples, 2)] == [[2, 3], [5, 9]]
 
 
 def _traces(path, n=48):
-    from mathrl.prompts import problem_messages
+    from mathrl.prompts import PromptProtocol
     from mathrl.tasks import arith
     from mathrl.traces import Trace
 
@@ -101,7 +103,8 @@ def _traces(path, n=48):
     path.write_text(
         "".join(
             Trace(
-                tuple(problem_messages(p, answer=p.solution)), {"problem_id": p.id, "dataset": "arith_train"}
+                tuple(PromptProtocol().messages(p, answer=p.solution)),
+                {"problem_id": p.id, "dataset": "arith_train"},
             ).to_json()
             + "\n"
             for p in problems
@@ -119,6 +122,7 @@ def _steps(run):
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
+@pytest.mark.slow
 def test_killed_and_resumed_sft_ends_with_the_same_weights(tmp_path, finetune):
     data = _traces(tmp_path / "traces.jsonl")
     settings = [
@@ -161,6 +165,7 @@ def test_killed_and_resumed_sft_ends_with_the_same_weights(tmp_path, finetune):
     assert rerun.returncode == 2 and "other settings (lr: 0.003 -> 0.0001)" in rerun.stderr
 
 
+@pytest.mark.slow
 def test_saved_adapter_loads_in_peft_and_in_mathrl_eval(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

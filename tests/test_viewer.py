@@ -139,6 +139,7 @@ def page(tmp_path):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_filters_and_compare_view_in_chromium(tmp_path, page):
     wrong = _rendered(tmp_path, page, "view=list&run=base&correct=no")
     assert wrong.count == "4 of 4 samples"
@@ -159,6 +160,7 @@ def test_filters_and_compare_view_in_chromium(tmp_path, page):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_screenshot_shows_the_rendered_page(tmp_path, page):
     shot = tmp_path / "shot.png"
     _chromium(tmp_path, "--window-size=1200,900", f"--screenshot={shot}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +21,7 @@ from mathrl.config import describe_changes
 from mathrl.errors import UserError
 from mathrl.fileio import append_lines, complete_lines, write_atomic
 from mathrl.grading import grade
-from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import Sampler, SamplingParams
 from mathrl.sampling.chunked import sample_chunks
 from mathrl.traces import Trace
@@ -42,9 +42,8 @@ class CollectConfig:
     top_p: float = 1.0
     max_tokens: int = 2048
     seed: int = 0
-    few_shot: bool = False  # a worked example before the problem when sampling (not saved)
-    thinking: bool = True
-    system_prompt: str = SYSTEM_PROMPT
+    # The prompt (a few-shot example is shown when sampling, not saved in the traces).
+    prompt: PromptProtocol = field(default_factory=PromptProtocol)
     chunk_size: int = 32
 
 
@@ -72,10 +71,9 @@ def collect_traces(sampler: Sampler, problems: Sequence[Problem], extract: str, 
     ``endpoint`` (the server's URL, if any) is recorded, not compared."""
     out = Path(out)
     done = _resume(out, cfg, endpoint)
-    few_shot = few_shot_for(cfg.dataset) if cfg.few_shot else None
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                            enable_thinking=cfg.thinking)
-    prompt_of = lambda p: problem_messages(p, cfg.system_prompt, few_shot=few_shot)  # noqa: E731
+                            enable_thinking=cfg.prompt.thinking)
+    prompt_of = lambda p: cfg.prompt.messages(p, cfg.dataset)  # noqa: E731
     if on_progress:
         on_progress(sum(p.id in done for p in problems), len(problems))
     for pairs, _ in sample_chunks(sampler, problems, prompt_of, cfg.n, params, cfg.seed, cfg.dataset,
@@ -87,7 +85,7 @@ def collect_traces(sampler: Sampler, problems: Sequence[Problem], extract: str, 
             for i in kept:
                 c = completions[i]
                 traces.append(Trace(
-                    tuple(problem_messages(problem, cfg.system_prompt, answer=c.text)),
+                    tuple(cfg.prompt.messages(problem, cfg.dataset, answer=c.text, few_shot=False)),
                     {"problem_id": problem.id, "dataset": cfg.dataset, "source": cfg.source,
                      "tokens": c.n_tokens, "thinking_tokens": c.n_thinking_tokens, "sample_index": i,
                      "level": problem.level}).to_json())

@@ -50,6 +50,15 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def local_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase | None:
+    """The model's tokenizer if it is on this machine (embedded, a folder, the hub cache), else
+    None; never reaches for the network."""
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(name_or_path), local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 def load_model(name_or_path: str | Path, device: torch.device, dtype: torch.dtype,
                adapter: str | Path | None = None) -> PreTrainedModel:
     """A causal LM in eval mode on ``device``; with ``adapter``, a PEFT (LoRA) adapter on top."""

@@ -25,7 +25,7 @@ from mathrl.fileio import complete_lines
 
 # What a samples.jsonl line needs for the report (mathrl eval writes these and more).
 SAMPLE_FIELDS = ("problem_id", "correct", "answer_key", "n_tokens", "n_thinking_tokens", "finish_reason")
-PROTOCOL_KEYS = ("n", "temperature", "top_p", "max_tokens", "few_shot", "thinking", "system_prompt")
+PROTOCOL_KEYS = ("n", "temperature", "top_p", "max_tokens", "few_shot", "thinking", "system_prompt", "suffix")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser, temperature: float, n: int) -> None:
-    from mathrl.commands import add_recipe_option
+    from mathrl.commands import add_prompt_arguments, add_recipe_option
     from mathrl.commands.data import add_data_source_arguments
 
     add_recipe_option(parser)
+    add_prompt_arguments(parser)
 
     parser.add_argument("--dataset", required=True, help="training problems: a registered name "
                         "(math_hard, gsm8k_train, arith_train, ...), a file, or hf:ORG/NAME")
@@ -27,9 +28,6 @@ def add_collect_arguments(parser: argparse.ArgumentParser, temperature: float, n
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--few-shot", action=argparse.BooleanOptionalAction, default=False,
-                        help="show a worked example when sampling (it is not saved in the traces)")
-    parser.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--chunk-size", type=int, default=32, help="problems per resumable unit")
     parser.add_argument("--concurrency", type=int, default=64, help="parallel requests (HTTP)")
     add_data_source_arguments(parser)
@@ -56,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from mathrl.sampling.factory import make_sampler
 
     url = args.teacher if args.teacher.startswith(("http://", "https://")) else None
+    if args.show_prompt:
+        return show_collect_prompt(args, args.teacher_model or args.teacher)
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     if url:
         from mathrl.sampling.openai import OpenAISampler
@@ -73,6 +73,20 @@ def run(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size)
         source = args.teacher + (f" + {args.adapter}" if args.adapter else "")
     return run_collect(args, sampler, source, verb="distilled", endpoint=url)
+
+
+def selected_dataset(args: argparse.Namespace):
+    """The problems a collect command works on, as its options select them."""
+    from mathrl.commands.data import load_from_args, parse_levels
+
+    return load_from_args(args, args.dataset, levels=parse_levels(args.levels),
+                          num_problems=args.num_problems, seed=args.seed, shuffle_seed=args.shuffle_seed)
+
+
+def show_collect_prompt(args: argparse.Namespace, model: str) -> int:
+    from mathrl.commands import prompt_from_args, show_prompts
+
+    return show_prompts(model, prompt_from_args(args), [selected_dataset(args)])
 
 
 def run_collect(args: argparse.Namespace, sampler, source: str, verb: str,

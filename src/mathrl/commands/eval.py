@@ -20,9 +20,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    from mathrl.commands import add_recipe_option
+    from mathrl.commands import add_prompt_arguments, add_recipe_option
 
     add_recipe_option(parser)
+    add_prompt_arguments(parser)
     parser.add_argument("--benchmarks", required=True, help="comma-separated names, e.g. math500,aime2024")
     parser.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/baseline")
     parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
@@ -31,10 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--num-problems", type=int, default=None, help="seeded, stable subsample")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--few-shot", action=argparse.BooleanOptionalAction, default=False,
-                        help="prefix one worked example (the studies' protocol; default off)")
-    parser.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True,
-                        help="let models with a thinking mode think (default on)")
     parser.add_argument("--chunk-size", type=int, default=32,
                         help="problems per resumable unit (part of the run's settings)")
     parser.add_argument("--data-dir", default=None, help="benchmark files (default $MATHRL_DATA_DIR)")
@@ -46,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from mathrl.commands import prompt_from_args, show_prompts
     from mathrl.console import make_console
     from mathrl.data import REGISTRY
     from mathrl.errors import UserError
@@ -58,8 +56,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--benchmarks: unknown {', '.join(unknown)}; see `mathrl data list`")
     cfg = EvalConfig(model=args.model, adapter=args.adapter, benchmarks=benchmarks, n=args.n,
                      temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                     num_problems=args.num_problems, seed=args.seed, few_shot=args.few_shot,
-                     thinking=args.thinking, chunk_size=args.chunk_size)
+                     num_problems=args.num_problems, seed=args.seed, prompt=prompt_from_args(args),
+                     shuffle_seed=args.shuffle_seed, chunk_size=args.chunk_size)
+    if args.show_prompt:
+        from mathrl.data import load_dataset
+
+        return show_prompts(args.model, cfg.prompt, [
+            load_dataset(b, args.data_dir, num_problems=cfg.num_problems, seed=cfg.seed,
+                         shuffle_seed=cfg.shuffle_seed) for b in benchmarks])
     sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size)
     console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(sampler, cfg, args.out, args.data_dir, progress)
     header, rows = summary_table(results)
     table = Table(title=f"{args.model} (temperature {cfg.temperature}, max {cfg.max_tokens} tokens"
-                  f"{', few-shot' if cfg.few_shot else ''}); tokens: mean/median/p90",
+                  f"{', few-shot ' + cfg.prompt.few_shot if cfg.prompt.few_shot != 'none' else ''}); "
+                  "tokens: mean/median/p90",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in header:
         table.add_column(column, no_wrap=True)

@@ -18,9 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mathrl.commands.distill import run_collect
+    from mathrl.commands.distill import run_collect, show_collect_prompt
     from mathrl.sampling.factory import make_sampler
 
+    if args.show_prompt:
+        return show_collect_prompt(args, args.model)
     sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size,
                            concurrency=args.concurrency)
     source = args.model + (f" + {args.adapter}" if args.adapter else "")

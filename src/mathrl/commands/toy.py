@@ -68,7 +68,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_traces(args: argparse.Namespace) -> int:
     from mathrl.commands.data import parse_levels
     from mathrl.fileio import write_atomic
-    from mathrl.prompts import problem_messages
+    from mathrl.prompts import PromptProtocol
     from mathrl.tasks import arith
     from mathrl.traces import Trace
 
@@ -80,7 +80,7 @@ def run_traces(args: argparse.Namespace) -> int:
             arith.with_rechecks(p.solution, args.recheck_percent, seed=args.seed)
         metadata = {"problem_id": p.id, "dataset": f"arith_{args.split}", "level": p.level,
                     "source": f"reference/recheck-{recheck}"}
-        lines.append(Trace(tuple(problem_messages(p, answer=solution)), metadata).to_json())
+        lines.append(Trace(tuple(PromptProtocol().messages(p, answer=solution)), metadata).to_json())
     write_atomic(args.out, "".join(line + "\n" for line in lines))
     print(f"wrote {len(lines)} {args.split} traces (re-checks: {recheck}) to {args.out}")
     return 0

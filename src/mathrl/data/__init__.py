@@ -57,7 +57,7 @@ def data_dir_from(explicit: str | Path | None = None) -> Path | None:
 def load_dataset(name_or_path: str | Path | DatasetSpec, data_dir: str | Path | None = None, *,
                  levels: Iterable[int] | None = None, subjects: Iterable[str] | None = None,
                  num_problems: int | None = None, seed: int = 0, shuffle: bool = False,
-                 skip_invalid: bool = False, fields: FieldMap | None = None,
+                 shuffle_seed: int | None = None, skip_invalid: bool = False, fields: FieldMap | None = None,
                  split: str = "train") -> Dataset:
     """Load a registered name (or a DatasetSpec), a user file (JSONL/JSON/CSV/parquet) or
     ``hf:ID[:CONFIG]``.
@@ -95,7 +95,7 @@ def load_dataset(name_or_path: str | Path | DatasetSpec, data_dir: str | Path | 
     if spec_levels is not None:
         problems = [p for p in problems if p.level in spec_levels]
     chosen = select(problems, levels=levels, subjects=subjects, num_problems=num_problems,
-                    seed=seed, shuffle=shuffle)
+                    seed=seed, shuffle=shuffle, shuffle_seed=shuffle_seed)
     return Dataset(name, tuple(chosen), origin, extract, skipped)
 
 

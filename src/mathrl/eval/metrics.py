@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 Z95 = 1.959963984540054
 
@@ -74,6 +74,19 @@ def efficiency(accuracy: float, mean_tokens: float) -> float:
     return 100 * accuracy / mean_tokens if mean_tokens else 0.0
 
 
+def closed_thinking_tokens(text: str, count_tokens: Callable[[str], int]) -> int:
+    """Tokens of the text strictly inside ``<think>...</think>`` when the thought was closed, 0
+    when it was not (cut off by the token limit) or there is none: the thinking-token count of
+    the efficiency study, beside mathrl's own (which counts an unfinished thought in full).
+
+    >>> closed_thinking_tokens("<think>a b c</think> x", lambda t: len(t.split()))
+    3
+    """
+    start = text.find("<think>")
+    end = text.find("</think>", start + 1) if start >= 0 else -1
+    return count_tokens(text[start + len("<think>"):end]) if end >= 0 else 0
+
+
 def summarize(groups: Sequence[Sequence[dict]], ks: Sequence[int] | None = None) -> dict:
     """All metrics of one benchmark from its graded samples, grouped by problem (n each).
 
@@ -105,6 +118,10 @@ def summarize(groups: Sequence[Sequence[dict]], ks: Sequence[int] | None = None)
         "median_tokens": percentile(tokens, 50),
         "p90_tokens": percentile(tokens, 90),
         "mean_thinking_tokens": sum(thinking) / len(thinking) if thinking else 0.0,
+        # Study 2's count: the text of a closed thought re-tokenised; an unfinished one counts 0.
+        "mean_thinking_tokens_closed": (
+            sum(s["n_thinking_tokens_closed"] for s in samples) / len(samples)
+            if samples and all(s.get("n_thinking_tokens_closed") is not None for s in samples) else None),
         "thinking_share": sum(thinking) / sum(tokens) if sum(tokens) else 0.0,
         "efficiency": efficiency(accuracy, mean_tokens),
         "truncation_rate": (sum(s["finish_reason"] == "length" for s in samples) / len(samples)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -26,11 +26,12 @@ import yaml
 from mathrl.config import describe_changes
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
-from mathrl.eval.metrics import summarize
+from mathrl.eval.metrics import closed_thinking_tokens, summarize
 from mathrl.fileio import append_lines, complete_lines, write_atomic
 from mathrl.grading import answers_match, extract_answer
 from mathrl.grading.normalize import compact, normalize
-from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
+from mathrl.models import local_tokenizer
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import Sampler, SamplingParams
 from mathrl.sampling.chunked import sample_chunks
 from mathrl.train.sink import MetricsSink
@@ -48,9 +49,8 @@ class EvalConfig:
     max_tokens: int = 2048
     num_problems: int | None = None
     seed: int = 0
-    few_shot: bool = False
-    thinking: bool = True
-    system_prompt: str = SYSTEM_PROMPT
+    prompt: PromptProtocol = field(default_factory=PromptProtocol)
+    shuffle_seed: int | None = None  # the first num_problems of a hub-style shuffle (else a stable sample)
     chunk_size: int = 32  # problems per resumable unit (and per sampling call)
 
 
@@ -89,7 +89,8 @@ def read_samples(path: Path, n: int) -> dict[str, list[dict]]:
     return kept
 
 
-def sample_rows(problem: Problem, benchmark: str, extract: str, completions) -> list[dict]:
+def sample_rows(problem: Problem, benchmark: str, extract: str, completions,
+                count_tokens: Callable[[str], int] | None = None) -> list[dict]:
     rows = []
     for index, c in enumerate(completions):
         extracted = extract_answer(c.text, extract)
@@ -101,6 +102,8 @@ def sample_rows(problem: Problem, benchmark: str, extract: str, completions) -> 
             "answer_key": compact(normalize(extracted)) if extracted is not None else None,
             "finish_reason": c.finish_reason, "n_tokens": c.n_tokens,
             "n_thinking_tokens": c.n_thinking_tokens,
+            "n_thinking_tokens_closed": (closed_thinking_tokens(c.text, count_tokens)
+                                         if count_tokens else None),
         })
     return rows
 
@@ -109,26 +112,28 @@ def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_di
                        data_dir: str | None = None,
                        on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Evaluate one benchmark into ``out_dir/eval/<benchmark>/``, resuming what is there."""
-    dataset = load_dataset(benchmark, data_dir, num_problems=cfg.num_problems, seed=cfg.seed)
+    dataset = load_dataset(benchmark, data_dir, num_problems=cfg.num_problems, seed=cfg.seed,
+                           shuffle_seed=cfg.shuffle_seed)
     bench_dir = out_dir / "eval" / benchmark
     bench_dir.mkdir(parents=True, exist_ok=True)
     samples_path = bench_dir / "samples.jsonl"
     done = read_samples(samples_path, cfg.n)
     problems = list(dataset.problems)
-    few_shot = few_shot_for(benchmark) if cfg.few_shot else None
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                            enable_thinking=cfg.thinking)
+                            enable_thinking=cfg.prompt.thinking)
     new_tokens, sampling_s = 0, 0.0
+    tokenizer = getattr(sampler, "tokenizer", None) or local_tokenizer(cfg.model)
+    count_tokens = (lambda text: len(tokenizer.encode(text, add_special_tokens=False))) if tokenizer else None
     finished = sum(p.id in done for p in problems)
     if on_progress:
         on_progress(finished, len(problems))
-    prompt_of = lambda p: problem_messages(p, cfg.system_prompt, few_shot=few_shot)  # noqa: E731
+    prompt_of = lambda p: cfg.prompt.messages(p, benchmark)  # noqa: E731
     for pairs, seconds in sample_chunks(sampler, problems, prompt_of, cfg.n, params, cfg.seed, benchmark,
                                         cfg.chunk_size, done):
         sampling_s += seconds
         lines = []
         for problem, completions in pairs:
-            rows = sample_rows(problem, benchmark, dataset.extract, completions)
+            rows = sample_rows(problem, benchmark, dataset.extract, completions, count_tokens)
             new_tokens += sum(r["n_tokens"] for r in rows)
             done[problem.id] = rows
             lines += [json.dumps(r, ensure_ascii=False) for r in rows]
@@ -160,8 +165,8 @@ def evaluate(sampler: Sampler, cfg: EvalConfig, out_dir: Path, data_dir: str | N
 def protocol(cfg: EvalConfig) -> dict:
     """The settings that make two evaluations comparable (reports flag runs that differ)."""
     return {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
-            "few_shot": cfg.few_shot, "thinking": cfg.thinking, "system_prompt": cfg.system_prompt,
-            "num_problems": cfg.num_problems, "seed": cfg.seed}
+            **cfg.prompt.record(), "num_problems": cfg.num_problems, "seed": cfg.seed,
+            "shuffle_seed": cfg.shuffle_seed}
 
 
 def log_metrics(out_dir: Path, values: dict, step: int | None = None) -> None:

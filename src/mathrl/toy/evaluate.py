@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from mathrl.grading import grade
-from mathrl.prompts import problem_messages
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import Sampler, SamplingParams
 from mathrl.types import Completion, Problem
 
@@ -16,7 +16,7 @@ EVAL_MAX_TOKENS = 256
 def greedy_completions(sampler: Sampler, problems: Sequence[Problem],
                        max_tokens: int = EVAL_MAX_TOKENS) -> list[Completion]:
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    return [c[0] for c in sampler.sample([problem_messages(p) for p in problems], 1, params)]
+    return [c[0] for c in sampler.sample([PromptProtocol().messages(p) for p in problems], 1, params)]
 
 
 def accuracy_report(problems: Sequence[Problem], completions: Sequence[Completion]) -> dict:

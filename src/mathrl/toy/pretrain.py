@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mathrl.prompts import SYSTEM_PROMPT, problem_messages
+from mathrl.prompts import SYSTEM_PROMPT, PromptProtocol
 from mathrl.seeding import seed_everything
 from mathrl.tasks import arith
 from mathrl.toy.model import new_tiny_model
@@ -77,11 +77,11 @@ def _documents(cfg: PretrainConfig) -> Iterator[list[dict[str, str]]]:
     problems = arith.iter_problems("train", seed=cfg.seed, levels=cfg.train_levels)
     while True:
         p = next(problems)
-        system = None if rng.randrange(100) < cfg.no_system_prompt_percent else SYSTEM_PROMPT
-        messages = problem_messages(p, system, answer=_reference(p, cfg, rng))
+        system = "" if rng.randrange(100) < cfg.no_system_prompt_percent else SYSTEM_PROMPT
+        messages = PromptProtocol(system_prompt=system).messages(p, answer=_reference(p, cfg, rng))
         if rng.randrange(100) < cfg.multi_turn_percent:
             q = next(problems)
-            messages += problem_messages(q, None, answer=_reference(q, cfg, rng))
+            messages += PromptProtocol(system_prompt="").messages(q, answer=_reference(q, cfg, rng))
         yield messages
 
 

@@ -21,17 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
-from mathrl.prompts import SYSTEM_PROMPT, few_shot_for, problem_messages
+from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.chunked import chunk_seed
 from mathrl.sampling.hf import HFSampler
 from mathrl.train.batching import plan_micro_batches
-from mathrl.train.policy import LoraSettings, token_logprobs, token_logprobs_and_entropy
+from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs, token_logprobs_and_entropy
 from mathrl.train.rewards import REWARD_NAMES, EfficiencyState, grade_group
 from mathrl.train.rl import (
     LossName,
@@ -60,6 +61,11 @@ class GRPOConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     levels: tuple[int, ...] | None = None  # e.g. [4, 5]: hard problems only
     num_problems: int | None = None  # seeded subsample of the training set
+    shuffle_seed: int | None = None  # or the first num_problems of a hub-style shuffle with this seed
+    # A last batch smaller than groups_per_batch: "drop" it (every step the same shape), or
+    # "keep" it (the Tinker cookbook's datasets do). Fewer problems than groups_per_batch are one
+    # batch of all of them either way.
+    last_batch: Literal["keep", "drop"] = "drop"
     group_size: int = 16  # K samples per problem
     groups_per_batch: int = 8  # problems per optimizer step
     max_tokens: int = 2048
@@ -80,16 +86,14 @@ class GRPOConfig:
     micro_batch_size: int = 16  # sequences per forward/backward
     micro_batch_tokens: int | None = None  # and at most this many padded tokens per forward/backward
     gradient_checkpointing: bool = False  # recompute layer activations in the backward pass
-    logprob_chunk_tokens: int = 1024  # LM-head rows computed at a time (bounds the logits' memory)
+    logprob_chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # LM-head rows at a time (bounds the logits' memory)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     sampler_batch_size: int = 256  # sequences decoded together
-    few_shot: bool = False
-    thinking: bool = True
-    system_prompt: str = SYSTEM_PROMPT
+    prompt: PromptProtocol = field(default_factory=PromptProtocol)  # eval uses it too, unless eval.prompt
     save_every: int = 0
     keep_checkpoints: int = 2
     seed: int = 0
@@ -109,11 +113,22 @@ class GRPOConfig:
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
 
 
-def step_problems(problems: Sequence[Problem], groups_per_batch: int, seed: int, step: int) -> list[Problem]:
-    """The problems of optimizer step ``step``: epoch-wise seeded permutations, cut in batches
-    (a last partial batch of an epoch is skipped, so every step has the same shape)."""
-    per_epoch = max(1, len(problems) // groups_per_batch)
-    epoch, index = divmod(step, per_epoch)
+def steps_per_epoch(n_problems: int, groups_per_batch: int, last_batch: str = "drop") -> int:
+    """Optimizer steps in one pass over ``n_problems`` (at least one: a set smaller than a batch
+    is one batch).
+
+    >>> steps_per_epoch(10, 3), steps_per_epoch(10, 3, "keep"), steps_per_epoch(10, 32)
+    (3, 4, 1)
+    """
+    whole, rest = divmod(n_problems, groups_per_batch)
+    return max(1, whole + (1 if rest and last_batch == "keep" else 0))
+
+
+def step_problems(problems: Sequence[Problem], groups_per_batch: int, seed: int, step: int,
+                  last_batch: str = "drop") -> list[Problem]:
+    """The problems of optimizer step ``step``: epoch-wise seeded permutations cut in batches
+    (a last partial batch dropped or kept per ``last_batch``)."""
+    epoch, index = divmod(step, steps_per_epoch(len(problems), groups_per_batch, last_batch))
     order = list(range(len(problems)))
     random.Random(f"grpo/{seed}/{epoch}").shuffle(order)
     return [problems[i] for i in order[index * groups_per_batch : (index + 1) * groups_per_batch]]
@@ -182,18 +197,18 @@ def train_grpo(
     """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics."""
     run = TrainRun(Path(out_dir), cfg, log)
     dataset = load_dataset(
-        cfg.dataset, cfg.data_dir, levels=cfg.levels, num_problems=cfg.num_problems, seed=cfg.seed
+        cfg.dataset, cfg.data_dir, levels=cfg.levels, num_problems=cfg.num_problems, seed=cfg.seed,
+        shuffle_seed=cfg.shuffle_seed,
     )
     problems = list(dataset.problems)
-    if len(problems) < cfg.groups_per_batch:
-        raise UserError(
-            f"{cfg.dataset}: {len(problems)} problems, fewer than groups_per_batch ({cfg.groups_per_batch})"
-        )
-    steps_per_epoch = len(problems) // cfg.groups_per_batch
-    total_steps = run.total_steps(steps_per_epoch)
+    if not problems:
+        raise UserError(f"{cfg.dataset}: no problems selected")
+    per_epoch = steps_per_epoch(len(problems), cfg.groups_per_batch, cfg.last_batch)
+    total_steps = run.total_steps(per_epoch)
     log(
-        f"{dataset.name}: {len(problems)} problems ({dataset.origin}); {cfg.groups_per_batch} x "
-        f"{cfg.group_size} samples per step, {steps_per_epoch} steps per epoch, {total_steps} steps"
+        f"{dataset.name}: {len(problems)} problems ({dataset.origin}); "
+        f"{min(len(problems), cfg.groups_per_batch)} x {cfg.group_size} samples per step, "
+        f"{per_epoch} steps per epoch, {total_steps} steps"
     )
     optimizer = run.make_optimizer()
     step, state = run.resume(optimizer)
@@ -202,16 +217,15 @@ def train_grpo(
     reference = (reference_policy(run.model, cfg.finetune == "lora" and cfg.adapter is None)
                  if cfg.kl_coef > 0 else None)
     sampler = HFSampler(run.model, run.tokenizer, batch_size=cfg.sampler_batch_size)
-    few_shot = few_shot_for(cfg.dataset) if cfg.few_shot else None
     params = SamplingParams(
-        temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.thinking
+        temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.prompt.thinking
     )
     last: dict = {}
     while step < total_steps:
         t0 = time.perf_counter()
-        batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step)
+        batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
         prompts = {
-            p.id: sampler.encode(problem_messages(p, cfg.system_prompt, few_shot=few_shot), params)
+            p.id: sampler.encode(cfg.prompt.messages(p, dataset.name), params)
             for p in batch
         }
         run.model.eval()

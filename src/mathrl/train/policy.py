@@ -3,6 +3,7 @@ per-token log-probabilities that both the SFT and the RL losses are written in."
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,9 +85,10 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 # Tokens per LM-head chunk: the logits of one chunk are all that exist at a time, so at Qwen3's
-# 151,936-token vocabulary 1,024 rows hold 0.6 GB in fp32 (plus its log-softmax), whatever the
-# batch; smaller chunks cost a little speed, larger ones buy little.
-DEFAULT_CHUNK_TOKENS = 1024
+# 151,936-token vocabulary 512 rows hold 0.3 GB in fp32 (a few such buffers live at once: the
+# log-softmax, its gradient), whatever the batch. A 512 x hidden x vocabulary product still
+# fills a GPU; larger chunks buy little speed for their memory.
+DEFAULT_CHUNK_TOKENS = 512
 
 
 def set_activation_checkpointing(model: torch.nn.Module, enabled: bool) -> None:
@@ -143,21 +145,23 @@ def token_logprobs_and_entropy(
     """
     targets_B_T = input_ids_B_T[:, 1:]
     wanted_B_T = torch.ones_like(targets_B_T, dtype=torch.bool) if target_B_T is None else target_B_T[:, 1:]
-    hidden_B_T_H = model.get_decoder()(input_ids=input_ids_B_T, attention_mask=attention_B_T,
-                                       position_ids=position_ids_B_T, use_cache=False).last_hidden_state
-    # Position t-1's hidden state predicts token t: keep only the rows a target needs.
-    rows_N_H = hidden_B_T_H[:, :-1][wanted_B_T]
-    targets_N = targets_B_T[wanted_B_T]
     head = model.get_output_embeddings()
     logps, ents = [], []
-    for start in range(0, rows_N_H.shape[0], chunk_tokens):
-        piece = (rows_N_H[start:start + chunk_tokens], targets_N[start:start + chunk_tokens])
-        if torch.is_grad_enabled() and rows_N_H.requires_grad:
-            logp, ent = checkpoint(_head_logprobs, head, *piece, temperature, entropy, use_reentrant=False)
-        else:
-            logp, ent = _head_logprobs(head, *piece, temperature, entropy)
-        logps.append(logp)
-        ents.append(ent)
+    with _compute_precision(head.weight):
+        hidden_B_T_H = model.get_decoder()(input_ids=input_ids_B_T, attention_mask=attention_B_T,
+                                           position_ids=position_ids_B_T, use_cache=False).last_hidden_state
+        # Position t-1's hidden state predicts token t: keep only the rows a target needs.
+        rows_N_H = hidden_B_T_H[:, :-1][wanted_B_T]
+        targets_N = targets_B_T[wanted_B_T]
+        for start in range(0, rows_N_H.shape[0], chunk_tokens):
+            piece = (rows_N_H[start:start + chunk_tokens], targets_N[start:start + chunk_tokens])
+            if torch.is_grad_enabled() and rows_N_H.requires_grad:
+                logp, ent = checkpoint(_head_logprobs, head, *piece, temperature, entropy,
+                                       use_reentrant=False)
+            else:
+                logp, ent = _head_logprobs(head, *piece, temperature, entropy)
+            logps.append(logp)
+            ents.append(ent)
     logprobs_B_T = hidden_B_T_H.new_zeros(input_ids_B_T.shape, dtype=torch.float32)
     logprobs_B_T[:, 1:][wanted_B_T] = torch.cat(logps) if logps else logprobs_B_T.new_zeros(0)
     if not entropy:
@@ -165,6 +169,17 @@ def token_logprobs_and_entropy(
     entropy_B_T = torch.zeros_like(logprobs_B_T)
     entropy_B_T[:, 1:][wanted_B_T] = torch.cat(ents) if ents else entropy_B_T.new_zeros(0)
     return logprobs_B_T, entropy_B_T
+
+
+def _compute_precision(frozen_weight: torch.Tensor):
+    """Mixed precision the usual way: with bf16/fp16 base weights, run the forward under autocast
+    in that dtype, so the fp32 LoRA weights (and their optimizer state) stay fp32 while their
+    matmuls, and the activations kept for the backward pass, are half precision (without it each
+    LoRA layer keeps an fp32 copy of its input). fp32 weights: plain fp32, nothing changes."""
+    dtype = frozen_weight.dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        return contextlib.nullcontext()
+    return torch.autocast(frozen_weight.device.type, dtype=dtype)
 
 
 def _head_logprobs(head: torch.nn.Module, rows_N_H: torch.Tensor, targets_N: torch.Tensor,

@@ -28,6 +28,7 @@ from mathrl.device import choose_device, choose_dtype
 from mathrl.errors import UserError
 from mathrl.fileio import write_atomic
 from mathrl.models import load_tokenizer
+from mathrl.prompts import PromptProtocol
 from mathrl.seeding import seed_everything
 from mathrl.train.checkpoint import (
     checkpoint_dir,
@@ -51,10 +52,12 @@ class EvalSettings:
 
     benchmarks: tuple[str, ...] = ()
     num_problems: int | None = None
+    shuffle_seed: int | None = None  # the first num_problems of a hub-style shuffle (else a stable sample)
     max_tokens: int = 2048
     temperature: float = 0.01
     n: int = 1
-    few_shot: bool = False
+    # The prompt protocol; unset: the run's own training prompt (GRPO), mathrl's default (SFT).
+    prompt: PromptProtocol | None = None
     every: int = 0  # steps between periodic evals (0: only at the end)
     batch_size: int = 64
 
@@ -179,8 +182,9 @@ class TrainRun:
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
             num_problems=settings.num_problems,
+            shuffle_seed=settings.shuffle_seed,
             seed=self.cfg.seed,
-            few_shot=settings.few_shot,
+            prompt=settings.prompt or getattr(self.cfg, "prompt", None) or PromptProtocol(),
         )
         sampler = HFSampler(self.model, self.tokenizer, batch_size=settings.batch_size)
         was_training = self.model.training

@@ -12,7 +12,6 @@ with the same command ends with the weights of an uninterrupted run.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ import torch
 from mathrl.errors import UserError
 from mathrl.traces import Trace, read_traces
 from mathrl.train.batching import pack_rows, plan_micro_batches
-from mathrl.train.policy import LoraSettings, token_logprobs
+from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs
 from mathrl.train.runs import EvalSettings, TrainRun
 from mathrl.train.schedule import Schedule, lr_multiplier
 
@@ -42,11 +41,12 @@ class SFTConfig:
     epochs: int = 2
     max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
     batch_size: int = 32  # sequences per optimizer step
+    last_batch: Literal["keep", "drop"] = "keep"  # an epoch's last, smaller batch: its own step, or dropped
     micro_batch_size: int = 8  # sequences (packed: rows) per forward/backward
     micro_batch_tokens: int | None = None  # and at most this many padded tokens per forward/backward
     packing: bool = False  # several documents per row, each attending only to itself
     gradient_checkpointing: bool = False  # recompute layer activations in the backward pass
-    logprob_chunk_tokens: int = 1024  # LM-head rows computed at a time (bounds the logits' memory)
+    logprob_chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # LM-head rows at a time (bounds the logits' memory)
     lr: float = 2e-4
     schedule: Schedule = "linear"
     warmup_steps: int = 0
@@ -155,11 +155,16 @@ def tokenize_traces(
     return examples, counts
 
 
-def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Example indices of each step of ``epoch``: a seeded permutation cut into batches."""
+def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int,
+                  last_batch: str = "keep") -> list[list[int]]:
+    """Example indices of each step of ``epoch``: a seeded permutation cut into batches; a last
+    partial batch is kept or dropped per ``last_batch`` (unless it is the only one)."""
     order = list(range(n_examples))
     random.Random(f"sft/{seed}/{epoch}").shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
+    if last_batch == "drop" and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
 
 
 def collate(rows: Sequence[Sequence[Example]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -190,7 +195,8 @@ def collate(rows: Sequence[Sequence[Example]], pad_id: int, device: torch.device
     }
 
 
-def sft_loss_sum(model, batch: dict[str, torch.Tensor], chunk_tokens: int = 1024) -> torch.Tensor:
+def sft_loss_sum(model, batch: dict[str, torch.Tensor],
+                 chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> torch.Tensor:
     """Summed negative log-likelihood of the masked (assistant) tokens of one micro-batch."""
     logprobs_B_T = token_logprobs(model, batch["input_ids_B_T"], batch["attention_B_T"],
                                   target_B_T=batch["loss_B_T"], position_ids_B_T=batch["position_ids_B_T"],
@@ -240,7 +246,7 @@ def train_sft(
     examples, counts = tokenize_traces(run.tokenizer, traces, cfg.max_length, cfg.overlong)
     if not examples:
         raise UserError(f"no training examples in {', '.join(cfg.data)} ({counts})")
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    steps_per_epoch = len(epoch_batches(len(examples), cfg.batch_size, cfg.seed, 0, cfg.last_batch))
     total_steps = run.total_steps(steps_per_epoch)
     log(
         f"{counts['examples']} examples from {counts['documents']} documents "
@@ -254,7 +260,8 @@ def train_sft(
     last: dict = {}
     while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
-        batch = [examples[i] for i in epoch_batches(len(examples), cfg.batch_size, cfg.seed, epoch)[index]]
+        order = epoch_batches(len(examples), cfg.batch_size, cfg.seed, epoch, cfg.last_batch)
+        batch = [examples[i] for i in order[index]]
         start = time.perf_counter()
         lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
