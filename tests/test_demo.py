@@ -37,9 +37,9 @@ def test_quick_demo_killed_midway_resumes_and_reports(tmp_path):
     first = _demo(out, start_new_session=True)
     progress = progress_path(out / "traces.jsonl")
     mid = wait_until(first, lambda: progress.is_file() and len(progress.read_text().splitlines()) >= 2)
+    assert mid, first.communicate()[0]  # it got to distillation (and did not end before)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert mid, first.stdout.read()
     done_at_kill = len(progress.read_text().splitlines()) - 1
     assert 0 < done_at_kill < QUICK.distill_problems, "the kill should land mid-distillation"
     assert "traces.jsonl" not in _state(out)

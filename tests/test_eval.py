@@ -47,7 +47,8 @@ def test_arith_eval_prints_a_table_and_writes_recomputable_metrics(tmp_path):
 @pytest.mark.slow
 def test_real_math500_prompts_end_to_end(tmp_path, data_dir):
     out = _eval(tmp_path / "run", "--benchmarks", "math500", "--num-problems", "20", "--max-tokens", "128",
-                "--data-dir", str(data_dir), "--few-shot")
+                "--data-dir", str(data_dir), "--few-shot", "tinker_math", "--system-prompt", "",
+                "--suffix", " Write your answer in \\boxed{} format.")
     assert out.returncode == 0, out.stderr
     samples = _samples(tmp_path / "run" / "eval" / "math500" / "samples.jsonl")
     rows = [json.loads(line) for line in (data_dir / "math500.jsonl").open()]
@@ -86,6 +87,7 @@ def test_killed_eval_resumes_to_the_uninterrupted_result(tmp_path):
     assert metrics(run) == metrics(tmp_path / "reference")
 
 
+@pytest.mark.slow
 def test_a_torn_last_line_is_dropped_and_redone(tmp_path):
     args = ["--benchmarks", "arith", "--num-problems", "24", "--chunk-size", "8", "--max-tokens", "64"]
     assert _eval(tmp_path / "a", *args).returncode == 0
@@ -97,6 +99,7 @@ def test_a_torn_last_line_is_dropped_and_redone(tmp_path):
     assert path.read_text() == complete
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(tmp_path):
     assert _eval(tmp_path / "a", "--benchmarks", "arith", "--num-problems", "8").returncode == 0
     out = _eval(tmp_path / "a", "--benchmarks", "arith", "--num-problems", "8", "--temperature", "0.7")
@@ -113,6 +116,7 @@ def test_bad_arguments_are_one_line(tmp_path, args, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_an_incomplete_group_is_resampled_not_doubled(tmp_path):
     args = ["--benchmarks", "arith", "--num-problems", "16", "--n", "2", "--temperature", "1.0",
             "--chunk-size", "8", "--max-tokens", "48"]

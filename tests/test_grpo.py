@@ -147,7 +147,7 @@ def test_a_full_finetuning_checkpoint_loads_as_a_model(tmp_path):
 def test_a_run_with_its_own_prompt_is_evaluated_with_that_prompt(tmp_path):
     out = tmp_path / "run"
     done = _grpo(out, "max_steps=1", "groups_per_batch=2", "group_size=2", "max_tokens=16",
-                 "prompt.thinking=false", "prompt.system_prompt=Answer briefly.", "prompt.suffix= Go.",
+                 "prompt.thinking=false", "prompt.system_prompt=Answer briefly.", "prompt.suffix=' Go.'",
                  "eval.benchmarks=[arith]", "eval.num_problems=4", "eval.max_tokens=16")
     assert done.returncode == 0, done.stderr
     protocol = json.loads((out / "eval" / "arith" / "metrics.json").read_text())["protocol"]

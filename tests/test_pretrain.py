@@ -3,6 +3,7 @@
 import json
 from dataclasses import asdict
 
+import pytest
 import torch
 
 from mathrl.cli import main
@@ -17,6 +18,7 @@ def _weights(path):
     return load_model(path, torch.device("cpu"), torch.float32).state_dict()
 
 
+@pytest.mark.slow
 def test_same_seed_same_model_and_other_seed_differs(tmp_path):
     a = pretrain(tmp_path / "a", SHORT, log=lambda _: None)
     b = pretrain(tmp_path / "b", SHORT, log=lambda _: None)
@@ -35,6 +37,7 @@ def test_training_lowers_the_loss(tmp_path):
     assert losses[-1] < losses[0] - 1.0
 
 
+@pytest.mark.slow
 def test_the_cli_writes_a_folder_that_loads(tmp_path, capsys):
     assert main(["toy", "pretrain", "--out", str(tmp_path / "m"), "--seed", "3", "--steps", "5",
                  "--habit-steps", "2"]) == 0

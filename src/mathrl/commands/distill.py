@@ -94,15 +94,13 @@ def run_collect(args: argparse.Namespace, sampler, source: str, verb: str,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mathrl.collect import CollectConfig, collect_traces
-    from mathrl.commands.data import load_from_args, parse_levels
+    from mathrl.commands import prompt_from_args
     from mathrl.console import make_console
 
-    dataset = load_from_args(args, args.dataset, levels=parse_levels(args.levels),
-                             num_problems=args.num_problems, seed=args.seed)
+    dataset = selected_dataset(args)
     cfg = CollectConfig(source=source, dataset=dataset.name, n=args.n, keep=args.keep,
                         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                        seed=args.seed, few_shot=args.few_shot, thinking=args.thinking,
-                        chunk_size=args.chunk_size)
+                        seed=args.seed, prompt=prompt_from_args(args), chunk_size=args.chunk_size)
     console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
