@@ -83,8 +83,8 @@ def _params(body: dict, limits: Limits) -> tuple[int, SamplingParams]:
         enable_thinking=bool(kwargs.get("enable_thinking", True)))
 
 
-def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> tuple[list, int]:
-    """The request's prompt (chat messages or token ids) and its length in tokens, checked."""
+def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> list[int]:
+    """The request's prompt as token ids (a chat rendered by the template), every field checked."""
     if path == "/v1/chat/completions":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -94,11 +94,11 @@ def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> tuple[list, int
                     and isinstance(m.get("content"), str)):
                 raise _BadRequest(f"'messages[{i}]' must be an object with a role (system, user or "
                                   "assistant) and a string content")
-        prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
         kwargs = body.get("chat_template_kwargs") or {}
-        length = len(tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=False,
-            enable_thinking=bool(kwargs.get("enable_thinking", True))))
+        # Rendered here, once: its length is checked, and the sampler takes the ids as they are.
+        prompt = list(tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages], add_generation_prompt=True,
+            tokenize=True, return_dict=False, enable_thinking=bool(kwargs.get("enable_thinking", True))))
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, str) and prompt:
@@ -107,11 +107,11 @@ def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> tuple[list, int
         if not (isinstance(prompt, list) and prompt
                 and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in prompt)):
             raise _BadRequest(f"'prompt' must be a non-empty string or a list of token ids in [0, {vocab})")
-        length = len(prompt)
-    if length > limits.max_prompt_tokens:
-        raise _BadRequest(f"'{'messages' if isinstance(prompt[0], dict) else 'prompt'}' is {length} tokens, "
-                          f"more than this server's limit of {limits.max_prompt_tokens}")
-    return prompt, length
+    if len(prompt) > limits.max_prompt_tokens:
+        field = "messages" if path == "/v1/chat/completions" else "prompt"
+        raise _BadRequest(f"'{field}' is {len(prompt)} tokens, more than this server's limit of "
+                          f"{limits.max_prompt_tokens}")
+    return prompt
 
 
 class Batcher:
@@ -214,7 +214,7 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
                 if not isinstance(body, dict):
                     raise _BadRequest("the body must be a JSON object")
                 chat = self.path == "/v1/chat/completions"
-                prompt, _ = _prompt(self.path, body, tokenizer, limits)
+                prompt = _prompt(self.path, body, tokenizer, limits)
                 n, params = _params(body, limits)
             except _BadRequest as err:
                 self._error(400, str(err))
