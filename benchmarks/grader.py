@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -89,17 +90,22 @@ def read_math_verify_tables(tests_dir: Path) -> tuple[list[dict], dict[str, int]
     return cases, skipped
 
 
-def _answer(text: str) -> str:
-    from mathrl.grading import extract_answer
-    from mathrl.grading.extract import extract_answer_is
+def _reference(text: str) -> str:
+    """A table's gold is a reference, not a response: its boxes or answer statement if it has
+    them, else the whole text with its math delimiters removed (``$21,16$ or $11$`` is a list)."""
+    from mathrl.grading.extract import extract_answer_is, final_boxes
 
-    return extract_answer(text, "boxed") or extract_answer_is(text) or text
+    return final_boxes(text) or extract_answer_is(text) or re.sub(r"\$|\\[\[\]()]", " ", text).strip()
 
 
 def mathrl_on_tables(cases: list[dict]) -> list[bool]:
-    from mathrl.grading import answers_match
+    from mathrl.grading import answers_match, extract_answer
+    from mathrl.grading.equivalence import DEFAULT_APPROX_DIGITS
 
-    return [answers_match(_answer(c["pred"]), _answer(c["gold"])) for c in cases]
+    # A table's ``precision`` (math-verify's decimal places for rounding) sets how many digits a
+    # rounded decimal needs in mathrl too; rows without one use both graders' defaults.
+    return [answers_match(extract_answer(c["pred"], "auto"), _reference(c["gold"]),
+                          approx_digits=c["settings"].get("precision", DEFAULT_APPROX_DIGITS)) for c in cases]
 
 
 def math_verify_on_tables(cases: list[dict]) -> list[bool]:

@@ -9,11 +9,29 @@ import re
 
 _DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\quad", "\\qquad", "\\displaystyle",
          "\\$", "$", "\\mathrm", "\\mathbf", "\\textbf", "\\rm", "\\bf")
-_WRAPPERS = ("\\text", "\\textbf", "\\mathrm", "\\mathbf", "\\boxed", "\\textup", "\\mbox", "\\operatorname")
+_WRAPPERS = ("\\textnormal", "\\textrm", "\\textit", "\\textup", "\\textbf", "\\text", "\\mathrm",
+             "\\mathbf", "\\mathit", "\\boxed", "\\mbox", "\\operatorname")
 _DEGREES = ("^{\\circ}", "^\\circ", "\\circ", "°", "\\degree")
-# "5 cm", "12 inches", "3 square units": a number, then words of two or more letters.
+# "5 cm", "12 inches", "3 square units", "\frac{1}{3} meters": a value, then words of two or
+# more letters that are not LaTeX commands.
 _UNIT_SUFFIX = re.compile(
-    r"^(?P<num>[-+]?[\d.,/]+)\s*(?!pi\b)[a-zA-Z]{2,}[a-zA-Z .\-/]*?(?:\^?\{?[23]\}?)?\.?$")
+    r"^(?P<num>[-+]?(?:[\d.,/]+|\\frac\{[^{}]*\}\{[^{}]*\}))\s*(?!pi\b)(?<!\\)[a-zA-Z]{2,}"
+    r"[a-zA-Z .\-/]*?(?:\^?\{?[23]\}?)?\.?$")
+# JSON-escaped LaTeX ("\\frac"): a doubled backslash before a command name is one backslash.
+_DOUBLED = re.compile(r"(?<!\\)\\\\(?=(?:left|right|frac|dfrac|tfrac|cfrac|sqrt|boxed|text|pi|le|ge|leq|"
+                      r"geq|neq|cdot|times|infty|in|cup|pm|begin|end|mathbf|mathrm)(?![a-zA-Z]))")
+# Relation symbols in one spelling each, so "x \geq 5" and "x >= 5" are the same string.
+_RELATIONS = [(re.compile(r"\\(?:leq?|leqslant)(?![a-zA-Z])|≤"), "<="),
+              (re.compile(r"\\(?:geq?|geqslant)(?![a-zA-Z])|≥"), ">="),
+              (re.compile(r"\\(?:neq?)(?![a-zA-Z])|≠"), "!="),
+              (re.compile(r"\\lt(?![a-zA-Z])"), "<"), (re.compile(r"\\gt(?![a-zA-Z])"), ">")]
+# "1 and 2", "(11,7)or(7,11)": words that join the answers of a list.
+_LIST_WORDS = re.compile(r"\s+(?:and|or)\s+|(?<=[)\]])\s*(?:and|or)\s*(?=[(\[])")
+_THOUSANDS_BANG = re.compile(r",\\!\s*")  # "12,\!000": MATH's thousands separator, not a list
+_SPACE_MACRO = re.compile(r"(?<!\\)\\ ")  # the "\ " spacing macro, not a "\\" row end
+_GROUPED_COMMA = re.compile(r"\{\s*,\s*\}")  # "1{,}000", "14 {, }916"
+_WORD_UNITS = re.compile(r"\s*(degrees?|dollars?|cents?)\s*$")
+_SPACES = re.compile(r"\s+")
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
 _FRAC_BARE = re.compile(r"\\frac(\d)(\d)")
 _FRAC_HALF_BARE = re.compile(r"\\frac\{([^{}]*)\}(\d)|\\frac(\d)\{([^{}]*)\}")
@@ -54,19 +72,33 @@ def normalize(answer: str) -> str:
     ('(A) \\\\frac{1}{2}', '30', '5.00')
     """
     s = answer.strip().replace("\n", " ")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
-    s = unwrap(s)
-    for piece in _DEGREES:
-        s = s.replace(piece, "")
+    latex = "\\" in s  # most answers are plain numbers: skip the LaTeX rewrites for them
+    if latex:
+        s = _DOUBLED.sub(r"\\", s)
+        s = _THOUSANDS_BANG.sub(",", s)
+        s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+        s = _SPACE_MACRO.sub(" ", s)
+        s = unwrap(s)
+    if "{" in s:
+        s = _GROUPED_COMMA.sub(",", s)
+    if latex or not s.isascii():
+        for pattern, spelling in _RELATIONS:
+            s = pattern.sub(spelling, s)
+        for piece in _DEGREES:
+            s = s.replace(piece, "")
     s = s.replace("\\%", "").replace("%", "")
-    for piece in _DROP:
-        s = s.replace(piece, "")
-    s = re.sub(r"\s*(degrees?|dollars?|cents?)\s*$", "", s)
-    if (m := _UNIT_SUFFIX.match(s.strip())) and any(c.isdigit() for c in m["num"]):
-        s = m["num"]  # "5 cm", "12 inches", "3 square units" -> the number
-    s = re.sub(r"\s+", " ", s).strip()
-    s = _SQRT_BARE.sub(r"\\sqrt{\1}", s)
-    s = _FRAC_BARE.sub(r"\\frac{\1}{\2}", s)
-    s = _FRAC_HALF_BARE.sub(lambda m: (f"\\frac{{{m[1]}}}{{{m[2]}}}" if m[1] is not None
-                                       else f"\\frac{{{m[3]}}}{{{m[4]}}}"), s)
+    if latex or "$" in s:
+        for piece in _DROP:
+            s = s.replace(piece, "")
+    if not s.isdigit():
+        s = _WORD_UNITS.sub("", s)
+        if (m := _UNIT_SUFFIX.match(s.strip())) and any(c.isdigit() for c in m["num"]):
+            s = m["num"]  # "5 cm", "12 inches", "3 square units" -> the number
+        s = _SPACES.sub(" ", s).strip()
+        s = _LIST_WORDS.sub(", ", s)
+    if latex:
+        s = _SQRT_BARE.sub(r"\\sqrt{\1}", s)
+        s = _FRAC_BARE.sub(r"\\frac{\1}{\2}", s)
+        s = _FRAC_HALF_BARE.sub(lambda m: (f"\\frac{{{m[1]}}}{{{m[2]}}}" if m[1] is not None
+                                           else f"\\frac{{{m[3]}}}{{{m[4]}}}"), s)
     return s.rstrip(".")

@@ -233,9 +233,14 @@ class _Parser:
             argument = self.group() if t and t[1] == "{" else self.power()
             return sympy.log(argument, base)
         if name in _FUNCTIONS:
+            power = None
+            if self.peek() and self.peek()[1] == "^":  # \sec^2 y is (\sec y)^2
+                self.take()
+                power = self.group()
             t = self.peek()
             argument = self.group() if t and t[1] == "{" else self.power()
-            return _FUNCTIONS[name](argument)
+            value = _FUNCTIONS[name](argument)
+            return value if power is None else _bounded_pow(value, power)
         raise ParseError(f"unsupported command \\{name}")
 
 
