@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from grader_rewrites import EQUAL, UNEQUAL
+from grader_rewrites import BREADTH, EQUAL, UNEQUAL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +159,21 @@ def test_pathological_answers_return_within_the_bound(expr):
     assert time.perf_counter() - start < 3 * (2.0 + SLACK_S)
 
 
+# Hostile responses: extraction is not under the comparison bound, so it must stay near-linear in
+# the response's length (delimiters that never close, thousands of boxes, blank lines). Each took
+# from 2 s to minutes before the extractor matched closers by bisection instead of rescanning.
+HOSTILE = ["\n" * 200_000, "\\[" * 50_000, "\\(" * 50_000, "\\boxed{" * 20_000, "\\boxed{1} " * 20_000,
+           "$1$ " * 50_000, "Answer:\n" * 20_000, "$a\n" * 50_000, "\\boxed{1} and " * 20_000]
+
+
+@pytest.mark.parametrize("response", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_responses_extract_in_near_linear_time(response):
+    start = time.perf_counter()
+    for mode in ("boxed", "boxes", "gsm8k", "auto"):
+        assert extract_answer(response, mode) is None or isinstance(extract_answer(response, mode), str)
+    assert time.perf_counter() - start < SLACK_S  # a guarantee (RL never stalls), not a speed target
+
+
 def test_the_bound_holds_on_and_off_the_main_thread():
     start = time.perf_counter()
     assert call_bounded(time.sleep, (30,), timeout=0.5, default="late") == "late"
@@ -191,7 +206,9 @@ def test_answers_match_off_the_main_thread_agrees():
 
 _TOKENS = ["1", "2", "0", "-", "+", "*", "/", "^", "(", ")", "{", "}", "[", "]", ",", "x", "y", "e",
            "\\frac", "\\sqrt", "\\pi", "\\infty", "\\cdot", "!", "=", "\\{", "\\}", "\\cup", ".", " ",
-           "\\text", "\\boxed", "%", "^\\circ", "10^{", "9", "\\sin", "\\log", "_", "|", "&", "\\\\"]
+           "\\text", "\\boxed", "%", "^\\circ", "10^{", "9", "\\sin", "\\log", "_", "|", "&", "\\\\",
+           "\\le", "<", ">", "\\pm", " and ", "\\approx", "\\in", ";", "\\begin{pmatrix}", "\\end{pmatrix}",
+           "$", "\\(", "\\)", ",\\!", "0.3333333", "\\sec^2"]
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -252,3 +269,59 @@ def test_grade_cli_names_the_bad_line(tmp_path, bad, message):
     path.write_text('{"gold": "1", "answer": "1"}\n' + bad + "\n")
     out = _mathrl("grade", str(path))
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+# ---- breadth: the answer shapes of other datasets and graders ---------------------------------
+
+@pytest.mark.parametrize("kind, response, gold, expected", BREADTH,
+                         ids=[f"{k}-{i}" for i, (k, *_) in enumerate(BREADTH)])
+def test_breadth(kind, response, gold, expected):
+    assert grade(response, gold, extract="auto") is expected
+
+
+def test_rounding_policy_is_an_option():
+    # approx_digits=None compares exactly; a lower floor accepts coarser decimals.
+    assert answers_match("0.0833333", "\\frac{1}{12}")
+    assert not answers_match("0.0833333", "\\frac{1}{12}", approx_digits=None)
+    assert not answers_match("0.33", "\\frac{1}{3}")
+    assert answers_match("0.33", "\\frac{1}{3}", approx_digits=2)
+    assert not answers_match("1.41421", "\\sqrt{2}", approx_digits=None)
+
+
+@pytest.mark.parametrize("response, mode, expected", [
+    ("\\boxed{1} and \\boxed{2}", "boxed", "2"),
+    ("\\boxed{1} and \\boxed{2}", "boxes", "1, 2"),
+    ("\\boxed{1}. Then we find \\boxed{2}", "boxes", "2"),
+    ("\\boxed{(1, 2)}, \\boxed{(2, 1)}, \\boxed{(1, 2)}", "boxes", "(1, 2), (2, 1)"),
+    ("no box", "boxes", None),
+    ("The answer is:\n\n\\[ \\boxed{7} \\]", "auto", "7"),
+    ("Final Answer: The final answer is $28 \\%$. I hope it is correct. Note: $5$", "auto", "28 \\%"),
+    ("Answer $ \\frac{1}{2} \\$ = \\frac{10}{9} $", "auto", "\\frac{1}{2} \\$ = \\frac{10}{9}"),
+    ("-\\frac{10}{9}", "auto", "-\\frac{10}{9}"),
+])
+def test_group_and_statement_extraction(response, mode, expected):
+    assert extract_answer(response, mode) == expected
+
+
+def test_grade_cli_rounding_and_box_groups(tmp_path):
+    rows = [{"gold": "\\frac{1}{12}", "answer": "0.0833333"},
+            {"gold": "(2, 2), (6, 2)", "response": "\\boxed{(2, 2)} \\text{ and } \\boxed{(6, 2)}"}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    verdicts = {}
+    for flags in ([], ["--approx-digits", "exact", "--extract", "boxed"]):
+        out = _mathrl("grade", str(path), *flags)
+        assert out.returncode == 0, out.stderr
+        verdicts[tuple(flags)] = [json.loads(line)["correct"] for line in out.stdout.splitlines()]
+    assert verdicts[()] == [True, True]
+    assert verdicts[("--approx-digits", "exact", "--extract", "boxed")] == [False, False]
+    assert _mathrl("grade", str(path), "--approx-digits", "0").returncode == 2
+
+
+def test_cli_spells_the_graders_constants():
+    # mathrl grade names them without importing the grader (and sympy) when the CLI is built.
+    from mathrl.commands import grade as grade_command
+    from mathrl.grading import DEFAULT_APPROX_DIGITS, EXTRACT_MODES
+
+    assert grade_command.EXTRACT_MODES == EXTRACT_MODES
+    assert grade_command.DEFAULT_APPROX_DIGITS == DEFAULT_APPROX_DIGITS

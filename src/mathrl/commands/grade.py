@@ -7,19 +7,36 @@ import json
 import sys
 from pathlib import Path
 
+# The grader's own constants (mathrl.grading.EXTRACT_MODES, DEFAULT_APPROX_DIGITS), spelled out so
+# that building the CLI does not import sympy; a test keeps them equal.
+EXTRACT_MODES = ("boxed", "boxes", "gsm8k", "auto")
+DEFAULT_APPROX_DIGITS = 6
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="JSONL: each line has 'gold' and 'response' (full "
                         "model output) or 'answer' (already extracted); optional 'tolerance'")
-    parser.add_argument("--extract", choices=["boxed", "gsm8k", "auto"], default="auto",
-                        help="how to find the final answer in a response (default auto)")
+    parser.add_argument("--extract", choices=EXTRACT_MODES, default="auto",
+                        help="how to find the final answer in a response (default auto; see "
+                        "mathrl.grading.extract)")
+    parser.add_argument("--approx-digits", type=_digits, default=DEFAULT_APPROX_DIGITS, metavar="N|exact",
+                        help="significant digits a rounded decimal needs to equal an exact answer such "
+                        f"as 1/12 or sqrt(2) (default {DEFAULT_APPROX_DIGITS}); 'exact' turns rounding off")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     parser.add_argument("--processes", type=int, default=None, help="grading processes (default: all cores)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per comparison (default 2)")
     parser.set_defaults(run=run)
 
 
-def _requests(path: Path, extract: str):
+def _digits(value: str) -> int | None:
+    if value == "exact":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number or 'exact', got {value!r}")
+    return int(value)
+
+
+def _requests(path: Path, extract: str, approx_digits: int | None):
     from mathrl.data.rows import DataError, read_file_rows
     from mathrl.grading.batch import GradeRequest
 
@@ -39,7 +56,7 @@ def _requests(path: Path, extract: str):
         requests.append(GradeRequest(
             gold=str(data["gold"]), response=None if response is None else str(response),
             answer=None if data.get("answer") is None else str(data["answer"]),
-            extract=extract, tolerance=tolerance))
+            extract=extract, tolerance=tolerance, approx_digits=approx_digits))
         rows.append(data)
     return rows, requests
 
@@ -48,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from mathrl.fileio import write_atomic
     from mathrl.grading import grade_many
 
-    rows, requests = _requests(args.file, args.extract)
+    rows, requests = _requests(args.file, args.extract, args.approx_digits)
     results = grade_many(requests, processes=args.processes, timeout=args.timeout)
     lines = [json.dumps({**row, "extracted": r.extracted, "correct": r.correct}, ensure_ascii=False)
              for row, r in zip(rows, results, strict=True)]

@@ -7,16 +7,27 @@
 from __future__ import annotations
 
 from mathrl.grading.batch import grade_many
-from mathrl.grading.equivalence import DEFAULT_TIMEOUT_S, answers_match, parse_number
-from mathrl.grading.extract import EXTRACT_MODES, extract_answer, last_boxed, split_thinking, strip_thinking
+from mathrl.grading.equivalence import DEFAULT_APPROX_DIGITS, DEFAULT_TIMEOUT_S, answers_match, parse_number
+from mathrl.grading.extract import (
+    EXTRACT_MODES,
+    extract_answer,
+    final_boxes,
+    last_boxed,
+    split_thinking,
+    strip_thinking,
+)
 from mathrl.grading.normalize import normalize
 
-__all__ = ["DEFAULT_TIMEOUT_S", "EXTRACT_MODES", "answers_match", "extract_answer", "grade",
-           "grade_many", "last_boxed", "normalize", "parse_number", "split_thinking",
+__all__ = ["DEFAULT_APPROX_DIGITS", "DEFAULT_TIMEOUT_S", "EXTRACT_MODES", "answers_match", "extract_answer",
+           "final_boxes", "grade", "grade_many", "last_boxed", "normalize", "parse_number", "split_thinking",
            "strip_thinking"]
 
 
 def grade(response: str, gold: str, extract: str = "boxed", tolerance: float | None = None,
-          timeout: float = DEFAULT_TIMEOUT_S) -> bool:
-    """Is the final answer of ``response`` (found per ``extract``) equal to ``gold``?"""
-    return answers_match(extract_answer(response, extract), gold, tolerance, timeout)
+          timeout: float = DEFAULT_TIMEOUT_S, approx_digits: int | None = DEFAULT_APPROX_DIGITS) -> bool:
+    """Is the final answer of ``response`` (found per ``extract``) equal to ``gold``?
+
+    What counts as equal, kind by kind, is in ``mathrl.grading.equivalence``; how each extraction
+    mode reads a response is in ``mathrl.grading.extract``.
+    """
+    return answers_match(extract_answer(response, extract), gold, tolerance, timeout, approx_digits)

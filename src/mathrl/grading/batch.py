@@ -6,7 +6,7 @@ import multiprocessing as mp
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mathrl.grading.equivalence import DEFAULT_TIMEOUT_S, answers_match
+from mathrl.grading.equivalence import DEFAULT_APPROX_DIGITS, DEFAULT_TIMEOUT_S, answers_match
 from mathrl.grading.extract import extract_answer
 
 
@@ -19,6 +19,7 @@ class GradeRequest:
     answer: str | None = None
     extract: str = "boxed"
     tolerance: float | None = None
+    approx_digits: int | None = DEFAULT_APPROX_DIGITS
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class GradeResult:
 def grade_one(request: GradeRequest, timeout: float = DEFAULT_TIMEOUT_S) -> GradeResult:
     extracted = (request.answer if request.response is None
                  else extract_answer(request.response, request.extract))
-    return GradeResult(extracted, answers_match(extracted, request.gold, request.tolerance, timeout))
+    return GradeResult(extracted, answers_match(extracted, request.gold, request.tolerance, timeout,
+                                                request.approx_digits))
 
 
 def grade_many(requests: Sequence[GradeRequest], processes: int | None = None,

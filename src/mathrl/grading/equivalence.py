@@ -251,9 +251,19 @@ def _matrix(s: str) -> list[list[str]] | None:
     if (_enclosed(s, "(", ")") or _enclosed(s, "[", "]")) and s[1:-1].strip().startswith("\\begin"):
         s = s[1:-1].strip()  # Qwen's (\begin{pmatrix}...\end{pmatrix}); \left[\begin{array}...\right]
     m = _MATRIX.fullmatch(s)
-    if m is None:
-        return None
+    if m is None or "\\begin{" in m[2]:
+        return None  # not one matrix literal: "A + B" is left to the parser
     return [row.split("&") for row in m[2].split("\\\\") if row.strip()]
+
+
+def _matrix_values_match(p: str, g: str, rules: Rules) -> bool:
+    try:
+        a, b = parse(p), parse(g)
+    except (ParseError, TypeError, ValueError, ZeroDivisionError, ArithmeticError, RecursionError):
+        return False
+    if not (isinstance(a, sympy.MatrixBase) and isinstance(b, sympy.MatrixBase)) or a.shape != b.shape:
+        return False
+    return all(_sympy_equal(x, y, rules.tolerance) for x, y in zip(a, b, strict=True))
 
 
 def _ungroup(s: str) -> str:
@@ -298,9 +308,10 @@ def _structured_match(p: str, g: str, rules: Rules) -> bool:
     if compact(p) == compact(g):
         return True
     mp, mg = _matrix(p), _matrix(g)
-    if mp is not None or mg is not None:
-        return (mp is not None and mg is not None and len(mp) == len(mg)
-                and all(_ordered(rp, rg, rules) for rp, rg in zip(mp, mg, strict=True)))
+    if mp is not None and mg is not None:
+        return len(mp) == len(mg) and all(_ordered(rp, rg, rules) for rp, rg in zip(mp, mg, strict=True))
+    if "\\begin{" in p or "\\begin{" in g:  # matrix arithmetic: "A + B", "I I"
+        return _matrix_values_match(p, g, rules)
     items_p, items_g = _items(p), _items(g)
     if len(items_p) > 1 or len(items_g) > 1:
         return _lists_match(items_p, items_g, rules)

@@ -26,10 +26,13 @@ Thinking (``<think>...</think>``) is removed first; an unfinished thought yields
 
 from __future__ import annotations
 
+import bisect
 import re
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX = re.compile(r"\\(?:boxed|fbox)")
+_BOX_WORD = re.compile(r" +(\S+)")  # "\boxed 5"
+_BRACE = re.compile(r"[{}]")
 
 
 def split_thinking(text: str) -> tuple[str | None, str]:
@@ -59,20 +62,31 @@ Span = tuple[int, int, str]
 
 def boxes(text: str) -> list[Span]:
     """Every outermost ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces kept) or ``\\boxed 5``,
-    in order. An unbalanced box (truncated output) is not a box."""
-    found = []
-    start = 0
-    while True:
-        hits = [(i, c) for c in _BOX_COMMANDS if (i := text.find(c, start)) >= 0]
-        if not hits:
-            return found
-        i, command = min(hits)
-        end, content = _argument(text, i + len(command))
-        if content is not None:
-            found.append((i, end, content))
-            start = end
-        else:
-            start = i + len(command)
+    in order. An unbalanced box (truncated output) is not a box. Linear in the text's length."""
+    found: list[Span] = []
+    closing = None
+    for m in _BOX.finditer(text):
+        if found and m.start() < found[-1][1]:
+            continue  # a box inside the previous box
+        i = m.end()
+        if text.startswith("{", i):
+            closing = _closing_braces(text) if closing is None else closing
+            if (j := closing.get(i)) is not None:
+                found.append((m.start(), j + 1, text[i + 1:j]))
+        elif (word := _BOX_WORD.match(text, i)) is not None:
+            found.append((m.start(), word.end(), word[1].rstrip("$.")))
+    return found
+
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each ``{`` -> index of the ``}`` that closes it; unclosed ones are absent."""
+    pairs, stack = {}, []
+    for m in _BRACE.finditer(text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
 
 
 def last_boxed(text: str) -> str | None:
@@ -93,25 +107,6 @@ def final_boxes(text: str) -> str | None:
     """
     group = _final_group(boxes(text), text)
     return _join(group) if group else None
-
-
-def _argument(text: str, i: int) -> tuple[int, str | None]:
-    """(end, content) of the argument at ``text[i]``: ``{...}`` or `` word``."""
-    if i < len(text) and text[i] == "{":
-        depth = 0
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return j + 1, text[i + 1:j]
-        return len(text), None  # unbalanced: truncated output
-    if i < len(text) and text[i] == " ":
-        m = re.match(r"\s*(\S+)", text[i:])
-        if m:
-            return i + m.end(), m[1].rstrip("$.")
-    return i, None
 
 
 # Between two parts of one answer: spacing, delimiters, punctuation, \text{...} wrappers.
@@ -157,10 +152,11 @@ def _join(group: list[Span]) -> str:
 
 _GSM8K = re.compile(r"####\s*([^\n]+)")
 _STATEMENT = re.compile(
-    r"final\s+answer\s*(?:is\b|:)|the\s+answer\s+is\b|^\s*answer\s*:|^\s*a\s*:", re.IGNORECASE | re.MULTILINE)
-# Display math may span lines; inline $...$ may not (a lone "$" is a currency sign).
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<![\\$])\$((?:\\\$|[^$\n])+?)(?<!\\)\$",
-                        re.DOTALL)
+    r"final\s+answer\s*(?:is\b|:)|the\s+answer\s+is\b|^[ \t]*answer[ \t]*:|^[ \t]*a[ \t]*:",
+    re.IGNORECASE | re.MULTILINE)
+# Math delimiters; an escaped dollar is text. Display math may span lines, inline $...$ may not.
+_DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)")
+_CLOSER = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
 # A number in prose: not glued to a word before it ("AZYUK2A" has none); thousands commas,
 # a decimal point or comma, a fraction a/b.
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d+(?:,\d{3})*(?:[.,]\d+)?(?:/\d+)?|\.\d+)(?!\d)")
@@ -175,9 +171,47 @@ def extract_gsm8k(text: str) -> str | None:
 
 
 def math_spans(text: str) -> list[Span]:
-    """Every ``$$...$$``, ``\\[...\\]``, ``\\(...\\)`` and single-line ``$...$``, in order."""
-    return [(m.start(), m.end(), next(g for g in m.groups() if g is not None))
-            for m in _MATH_SPAN.finditer(text)]
+    """Every ``$$...$$``, ``\\[...\\]``, ``\\(...\\)`` and single-line ``$...$``, in order.
+
+    Each opener takes the first closer after it; an opener that never closes is text (a lone
+    ``$`` is a currency sign). Closers are found by bisection, so the scan is O(n log n) even for
+    text made of nothing but unclosed openers.
+    """
+    tokens = [(m.start(), m.group()) for m in _DELIMITER.finditer(text) if m.group() != "\\$"]
+    starts = [pos for pos, _ in tokens]
+    closers: dict[str, list[int]] = {c: [] for c in _CLOSER.values()}
+    for pos, token in tokens:
+        if token in closers:
+            closers[token].append(pos)
+        if token == "$$":
+            closers["$"].append(pos)  # "$a$$": the inline span closes at the first of the two
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    spans, i = [], 0
+    while i < len(tokens):
+        pos, token = tokens[i]
+        closer = _CLOSER.get(token)
+        begin = pos + len(token)
+        found = closers[closer] if closer else []
+        k = bisect.bisect_left(found, begin)
+        if closer is None or k == len(found) or found[k] == begin:
+            i += 1  # not an opener, never closed, or empty
+            continue
+        end = found[k]
+        if token == "$" and (n := bisect.bisect_left(newlines, begin)) < len(newlines) and newlines[n] < end:
+            i += 1  # an inline span does not cross lines
+            continue
+        spans.append((pos, end + len(closer), text[begin:end]))
+        i = bisect.bisect_left(starts, end + len(closer))
+    return spans
+
+
+def _outside_math(text: str, spans: list[Span]) -> str:
+    """``text`` with its math spans blanked out, offsets kept."""
+    pieces, last = [], 0
+    for start, end, _ in spans:
+        pieces += [text[last:start], " " * (end - start)]
+        last = end
+    return "".join(pieces) + text[last:]
 
 
 def last_math(text: str) -> str | None:
@@ -187,10 +221,12 @@ def last_math(text: str) -> str | None:
     ('x \\\\lt 3', '1,000.99', '21,16, 11')
     """
     spans = math_spans(text)
-    numbers = [(m.start(), m.end(), m.group()) for m in _NUMBER.finditer(text)
-               if not any(s <= m.start() < e for s, e, _ in spans)]
-    if numbers and (not spans or numbers[-1][0] > spans[-1][0]):
-        return numbers[-1][2]
+    outside = _outside_math(text, spans)
+    number = None
+    for number in _NUMBER.finditer(outside):  # noqa: B007 (the last one is wanted)
+        pass
+    if number is not None and (not spans or number.start() > spans[-1][0]):
+        return number.group()
     group = _final_group(spans, text)
     return _join(group) if group else None
 
@@ -231,7 +267,7 @@ def _final_group_from_start(spans: list[Span], text: str) -> list[Span]:
 
 def _is_bare_math(sentence: str) -> bool:
     """No words of two or more letters outside math spans and LaTeX commands."""
-    outside = _MATH_SPAN.sub(" ", sentence)
+    outside = _outside_math(sentence, math_spans(sentence))
     return not re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", outside)
 
 

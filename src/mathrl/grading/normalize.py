@@ -91,11 +91,10 @@ def normalize(answer: str) -> str:
         for piece in _DROP:
             s = s.replace(piece, "")
     if not s.isdigit():
+        s = _LIST_WORDS.sub(", ", _SPACES.sub(" ", s).strip())
         s = _WORD_UNITS.sub("", s)
-        if (m := _UNIT_SUFFIX.match(s.strip())) and any(c.isdigit() for c in m["num"]):
+        if (m := _UNIT_SUFFIX.match(s)) and any(c.isdigit() for c in m["num"]):
             s = m["num"]  # "5 cm", "12 inches", "3 square units" -> the number
-        s = _SPACES.sub(" ", s).strip()
-        s = _LIST_WORDS.sub(", ", s)
     if latex:
         s = _SQRT_BARE.sub(r"\\sqrt{\1}", s)
         s = _FRAC_BARE.sub(r"\\frac{\1}{\2}", s)

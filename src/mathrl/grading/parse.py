@@ -37,7 +37,7 @@ _TOKEN = re.compile(r"""
     (?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+(?![a-zA-Z]))?|\.\d+)
   | (?P<command>\\[a-zA-Z]+)
   | (?P<letter>[a-zA-Z])
-  | (?P<op>\*\*|[-+*/^!(){}\[\]_|,])
+  | (?P<op>\*\*|\\\\|[-+*/^!(){}\[\]_|,&])
   | (?P<space>\s+)
 """, re.VERBOSE)
 
@@ -128,7 +128,7 @@ class _Parser:
     def _starts_atom(self, t: tuple[str, str]) -> bool:
         kind, value = t
         return (kind in ("number", "letter") or value in ("(", "{")
-                or (kind == "command" and value not in _MULTIPLY | _DIVIDE))
+                or (kind == "command" and value not in _MULTIPLY | _DIVIDE | {"\\end"}))
 
     def unary(self) -> sympy.Expr:
         t = self.peek()
@@ -207,6 +207,28 @@ class _Parser:
         self.take("}")
         return "".join(parts)
 
+    def _matrix(self) -> sympy.ImmutableMatrix:
+        """``\\begin{pmatrix} a & b \\\\ c & d \\end{pmatrix}`` (any matrix or array environment)."""
+        env = self._raw_group()
+        if not (env.endswith("matrix") or env == "array"):
+            raise ParseError(f"unsupported environment {env}")
+        if env == "array" and self.peek() and self.peek()[1] == "{":
+            self._raw_group()  # the column spec: {cc}
+        rows, row = [], [self.expr()]
+        while (t := self.take())[1] != "\\end":
+            if t[1] == "&":
+                row.append(self.expr())
+            elif t[1] == "\\\\":
+                rows.append(row)
+                row = [] if self.peek() and self.peek()[1] == "\\end" else [self.expr()]
+            else:
+                raise ParseError(f"unexpected {t[1]!r} in a matrix")
+        if row:
+            rows.append(row)
+        if self._raw_group() != env or len({len(r) for r in rows}) != 1:
+            raise ParseError("malformed matrix")
+        return sympy.ImmutableMatrix(rows)
+
     def _command(self, name: str) -> sympy.Expr:
         if name == "frac":
             numerator, denominator = self.group(), self.group()
@@ -220,6 +242,8 @@ class _Parser:
                 self.take("]")
                 return _bounded_pow(self.group(), 1 / index)
             return sympy.sqrt(self.group())
+        if name == "begin":
+            return self._matrix()
         if name == "pi":
             return sympy.pi
         if name == "infty":
