@@ -10,7 +10,9 @@ expressions with variables. What counts as equal, kind by kind, and why:
   separates list items, never thousands (``32, 349`` is not 32349). A decimal comma (``2,74``,
   ``1000,99``, ``0,111``) is read as a decimal point only against a number written with a point,
   and only where it cannot be a thousands separator or a two-item list of one-digit numbers
-  (``3,5`` stays the list 3, 5).
+  (``3,5`` stays the list 3, 5). An unreduced fraction is its value (``\\frac{2}{4}`` is
+  ``\\frac{1}{2}``): the question is whether the answer is right, and a reward that refused it
+  would teach formatting, not mathematics.
 - **Rounding** (``approx_digits``, default 6). A decimal on one side matches an exact value that
   no short decimal writes (``\\frac{1}{12}``, ``\\sqrt{2}``, ``\\pi``) when it agrees with it to
   the last digit written (rounded or truncated) and carries at least ``approx_digits``
