@@ -8,7 +8,15 @@ teachers: ``POST /v1/chat/completions`` and ``/v1/completions`` (``n``, ``temper
 ``max_tokens`` and the prompt's length are bounded (:class:`Limits`). ``stream: true`` answers in
 server-sent events; the text comes as one chunk per choice once decoding is done.
 
-Concurrent requests with the same sampling parameters are decoded together: one worker takes
+With ``--enable-lora`` (:class:`Policies`) it speaks vLLM's control API too, so a trainer can
+publish its adapter each step and the whole sample -> grade -> train -> publish loop runs on
+loopback: ``POST /v1/load_lora_adapter`` (``lora_name``, ``lora_path``, ``load_inplace``) and
+``/v1/unload_lora_adapter``; a request whose ``model`` names an adapter samples with it, the base
+name samples the base model. ``POST /sleep`` (sampling answers 503 until ``/wake_up``; on a GPU
+the weights move to the CPU), ``GET /is_sleeping`` and ``POST /reset_prefix_cache`` (a no-op:
+this server keeps no cache between requests, so no stale entry can be served) complete the set.
+
+Concurrent requests with the same model and sampling parameters are decoded together: one worker takes
 the oldest request and every waiting request with equal parameters (up to ``max_batch``
 prompts) into one sampler call. As with vLLM, a seeded request's samples then depend on what it
 was batched with; a client that sends one request at a time always gets the same answer.
@@ -114,17 +122,115 @@ def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> list[int]:
     return prompt
 
 
-class Batcher:
-    """Runs sampler calls on one worker thread, merging waiting requests with equal parameters."""
+class _NotFound(Exception):
+    pass
 
-    def __init__(self, sampler: Sampler, max_batch: int = 64, wait_s: float = 0.005):
-        self.sampler, self.max_batch, self.wait_s = sampler, max_batch, wait_s
+
+class _Unavailable(Exception):
+    pass
+
+
+class Policies:
+    """The models one server samples: its base model, plus LoRA adapters loaded and replaced at
+    run time by name (vLLM's runtime LoRA API), and whether it sleeps.
+
+    Every change and every sampler call holds one lock, so a request never samples a half-loaded
+    adapter: a load waits for the batch in flight, and the next batch sees the new weights.
+    """
+
+    def __init__(self, sampler: Sampler, base_name: str, enable_lora: bool = False):
+        self.sampler, self.base_name, self.enable_lora = sampler, base_name, enable_lora
+        self.adapters: dict[str, str] = {}  # name -> the folder it was loaded from
+        self.sleeping = False
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return [self.base_name, *self.adapters]
+
+    def sample(self, name: str | None, prompts, n: int, params: SamplingParams):
+        with self._lock:
+            if self.sleeping:
+                raise _Unavailable("the server is sleeping (POST /wake_up first)")
+            if name in (None, self.base_name) or not self.enable_lora:
+                if not self.adapters:
+                    return self.sampler.sample(prompts, n, params)
+                with self.sampler.model.disable_adapter():
+                    return self.sampler.sample(prompts, n, params)
+            if name not in self.adapters:
+                raise _NotFound(f"The model `{name}` does not exist (served: {', '.join(self.names())})")
+            self.sampler.model.set_adapter(name)
+            return self.sampler.sample(prompts, n, params)
+
+    def load(self, name: str, path: str, inplace: bool) -> None:
+        from peft import PeftConfig, PeftModel
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        if not self.enable_lora:
+            raise _BadRequest("this server was started without --enable-lora")
+        if name == self.base_name:
+            raise _BadRequest(f"'lora_name' may not be the base model's name {name!r}")
+        try:
+            config = PeftConfig.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise _BadRequest(f"'lora_path' {path!r} is not a PEFT adapter folder: {err}") from None
+        with self._lock:
+            model = self.sampler.model
+            if name in self.adapters and not inplace:
+                raise _BadRequest(f"The lora adapter '{name}' has already been loaded "
+                                  "(set load_inplace to replace its weights)")
+            if not self.adapters:
+                self.sampler.model = PeftModel.from_pretrained(model, path, adapter_name=name).eval()
+            elif name in self.adapters and model.peft_config[name].to_dict() == config.to_dict():
+                # Same shape: copy the new weights into the loaded adapter (what a trainer's
+                # publish does every step: no new modules, nothing re-wrapped).
+                set_peft_model_state_dict(model, load_peft_weights(path, device=str(model.device)),
+                                          adapter_name=name)
+            else:
+                if name in self.adapters:
+                    model.delete_adapter(name)
+                model.load_adapter(path, adapter_name=name)
+            self.adapters[name] = path
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if name not in self.adapters:
+                raise _NotFound(f"The lora adapter '{name}' cannot be found")
+            del self.adapters[name]
+            if self.adapters:
+                self.sampler.model.delete_adapter(name)
+            else:  # PEFT cannot run with no adapter: back to the bare base model
+                self.sampler.model = self.sampler.model.unload().eval()
+
+    def sleep(self) -> None:
+        with self._lock:
+            self.sleeping = True
+            if self.sampler.model.device.type == "cuda":
+                import torch
+
+                self._device = self.sampler.model.device
+                self.sampler.model.to("cpu")
+                torch.cuda.empty_cache()
+
+    def wake_up(self) -> None:
+        with self._lock:
+            if getattr(self, "_device", None) is not None:
+                self.sampler.model.to(self._device)
+                self._device = None
+            self.sleeping = False
+
+
+class Batcher:
+    """Runs sampler calls on one worker thread, merging waiting requests for the same model with
+    equal parameters."""
+
+    def __init__(self, policies: Policies, max_batch: int = 64, wait_s: float = 0.005):
+        self.policies, self.max_batch, self.wait_s = policies, max_batch, wait_s
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, daemon=True).start()
 
-    def submit(self, prompt, n: int, params: SamplingParams) -> list:
+    def submit(self, model: str | None, prompt, n: int, params: SamplingParams) -> list:
         future: Future = Future()
-        self._queue.put((prompt, n, params, future))
+        self._queue.put((prompt, (model, n, params), future))
         return future.result()
 
     def _work(self) -> None:
@@ -133,7 +239,7 @@ class Batcher:
             first = held.pop(0) if held else self._queue.get()
             batch, deadline = [first], time.monotonic() + self.wait_s
             while len(batch) < self.max_batch:
-                same = next((r for r in held if r[1:3] == first[1:3]), None)
+                same = next((r for r in held if r[1] == first[1]), None)
                 if same is not None:
                     held.remove(same)
                     batch.append(same)
@@ -142,19 +248,22 @@ class Batcher:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                (batch if item[1:3] == first[1:3] else held).append(item)
+                (batch if item[1] == first[1] else held).append(item)
+            model, n, params = first[1]
             try:
-                groups = self.sampler.sample([r[0] for r in batch], first[1], first[2])
+                groups = self.policies.sample(model, [r[0] for r in batch], n, params)
                 for request, group in zip(batch, groups, strict=True):
-                    request[3].set_result(group)
+                    request[2].set_result(group)
             except Exception as err:  # noqa: BLE001 - handed to each waiting request
                 for request in batch:
-                    request[3].set_exception(err)
+                    request[2].set_exception(err)
 
 
 def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0.0.1",
-                port: int = 8000, max_batch: int = 64, limits: Limits = Limits()) -> ThreadingHTTPServer:
-    batcher = Batcher(sampler, max_batch)
+                port: int = 8000, max_batch: int = 64, limits: Limits = Limits(),
+                enable_lora: bool = False) -> ThreadingHTTPServer:
+    policies = Policies(sampler, model_name, enable_lora)
+    batcher = Batcher(policies, max_batch)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -201,33 +310,81 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
             if self.path.rstrip("/") in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok"})
             elif self.path.rstrip("/") == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": model_name, "object": "model"}]})
+                self._send(200, {"object": "list", "data": [
+                    {"id": name, "object": "model", "parent": None if name == model_name else model_name}
+                    for name in policies.names()]})
+            elif self.path.rstrip("/") == "/is_sleeping":
+                self._send(200, {"is_sleeping": policies.sleeping})
             else:
                 self._error(404, f"no route {self.path}")
 
+        def _control(self, route: str, body: dict) -> None:
+            if route == "/v1/load_lora_adapter":
+                name = _field(body, "lora_name", str)
+                path = _field(body, "lora_path", str)
+                if not name or not path:
+                    raise _BadRequest("'lora_name' and 'lora_path' are both required")
+                policies.load(name, path, bool(_field(body, "load_inplace", bool, False)))
+                self._send(200, {"status": "ok", "message": f"Success: LoRA adapter '{name}' added."})
+            elif route == "/v1/unload_lora_adapter":
+                name = _field(body, "lora_name", str)
+                if not name:
+                    raise _BadRequest("'lora_name' is required")
+                policies.unload(name)
+                self._send(200, {"status": "ok", "message": f"Success: LoRA adapter '{name}' removed."})
+            elif route == "/sleep":
+                policies.sleep()
+                self._send(200, {"status": "ok"})
+            elif route == "/wake_up":
+                policies.wake_up()
+                self._send(200, {"status": "ok"})
+            else:  # /reset_prefix_cache: no cache outlives a request here
+                self._send(200, {"status": "ok"})
+
         def do_POST(self):
-            if self.path not in ("/v1/chat/completions", "/v1/completions"):
+            route = self.path.split("?", 1)[0]
+            controls = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/sleep", "/wake_up",
+                        "/reset_prefix_cache")
+            if route not in ("/v1/chat/completions", "/v1/completions", *controls):
                 self._error(404, f"no route {self.path}")
                 return
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 if not isinstance(body, dict):
                     raise _BadRequest("the body must be a JSON object")
+                if route in controls:
+                    try:
+                        self._control(route, body)
+                    except (_BadRequest, _NotFound):
+                        raise
+                    except Exception as err:  # noqa: BLE001 - e.g. an adapter that does not fit the model
+                        self._error(500, f"{route} failed: {type(err).__name__}: {err}", "server_error")
+                    return
                 chat = self.path == "/v1/chat/completions"
                 prompt = _prompt(self.path, body, tokenizer, limits)
                 n, params = _params(body, limits)
+                model = _field(body, "model", str)
             except _BadRequest as err:
                 self._error(400, str(err))
+                return
+            except _NotFound as err:
+                self._error(404, str(err), "NotFoundError")
                 return
             except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
                 self._error(400, "the body is not JSON")
                 return
             try:
-                completions = batcher.submit(prompt, n, params)
+                completions = batcher.submit(model, prompt, n, params)
+            except _NotFound as err:
+                self._error(404, str(err), "NotFoundError")
+                return
+            except _Unavailable as err:
+                self._error(503, str(err), "ServiceUnavailableError")
+                return
             except Exception as err:  # noqa: BLE001 - the server stays up; the client learns why
                 self._error(500, f"sampling failed: {type(err).__name__}: {err}", "server_error")
                 return
-            reply = _reply(completions, chat, model_name, body, tokenizer)
+            reply = _reply(completions, chat, model or model_name, body, tokenizer)
             if body.get("stream"):
                 self._stream(reply, chat)
             else:

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest max_tokens a request may ask for (default 8192)")
     parser.add_argument("--max-prompt-tokens", type=int, default=8192,
                         help="longest prompt accepted, in tokens (default 8192)")
+    parser.add_argument("--enable-lora", action="store_true",
+                        help="serve LoRA adapters loaded at run time by name (POST /v1/load_lora_adapter, "
+                        "as vLLM's runtime LoRA API): a trainer publishes its adapter here each step")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this server dies, even by SIGKILL "
                         "(Linux; `mathrl demo` starts its teacher so)")
@@ -42,17 +45,21 @@ def exit_with_parent() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mathrl.errors import UserError
     from mathrl.sampling.factory import make_sampler
     from mathrl.serve import Limits, make_server
 
     if args.exit_with_parent:
         exit_with_parent()
+    if args.enable_lora and args.adapter:
+        raise UserError("--enable-lora serves adapters loaded at run time; start it without --adapter "
+                        "and load that one with POST /v1/load_lora_adapter")
     sampler = make_sampler(args.model, args.adapter, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size)
     name = args.served_name or args.model
     limits = Limits(max_n=args.max_n, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens)
     server = make_server(sampler, sampler.tokenizer, name, args.host, args.port, max_batch=args.batch_size,
-                         limits=limits)
+                         limits=limits, enable_lora=args.enable_lora)
     host, port = server.server_address[:2]
     print(f"serving {name} on http://{host}:{port}/v1", flush=True)
     try:

@@ -72,19 +72,29 @@ class OpenAISampler:
         """Ids the server lists at ``/models`` (to name the model when the user gave only a URL)."""
         return [m["id"] for m in self._post("/models", None).get("data", [])]
 
-    def _post(self, path: str, body: dict | None) -> dict:
+    def post_root(self, path: str, body: dict) -> dict:
+        """POST to a path at the server's root, not under ``/v1``: the control endpoints of vLLM
+        and ``mathrl serve`` (``/v1/load_lora_adapter``, ``/sleep``, ``/reset_prefix_cache``)."""
+        root = self.base_url[:-len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        return self._post(path, body, root)
+
+    def _post(self, path: str, body: dict | None, root: str | None = None) -> dict:
         """POST ``body`` as JSON (or GET when ``body`` is None), with retries."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        url = self.base_url + path
+        url = (root or self.base_url) + path
         for attempt in range(self.max_retries + 1):
             try:
                 request = urllib.request.Request(url, data=data, headers=headers,
                                                  method="POST" if data is not None else "GET")
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return json.loads(response.read())
+                    raw = response.read()
+                    try:
+                        return json.loads(raw)
+                    except json.JSONDecodeError:  # vLLM answers some control calls in plain text
+                        return {"text": raw.decode("utf-8", "replace")}
             except urllib.error.HTTPError as err:
                 detail = err.read().decode("utf-8", "replace")[:500]
                 if err.code not in RETRY_STATUS or attempt == self.max_retries:

@@ -30,7 +30,6 @@ from mathrl.errors import UserError
 from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams
 from mathrl.sampling.chunked import chunk_seed
-from mathrl.sampling.hf import HFSampler
 from mathrl.train.batching import plan_micro_batches
 from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs, token_logprobs_and_entropy
 from mathrl.train.rewards import REWARD_NAMES, EfficiencyState, grade_group
@@ -43,6 +42,7 @@ from mathrl.train.rl import (
     make_loss,
     token_weight,
 )
+from mathrl.train.rollouts import RolloutSettings, make_rollouts, publish, staleness
 from mathrl.train.runs import EvalSettings, TrainRun
 from mathrl.train.schedule import Schedule, lr_multiplier
 from mathrl.types import Group, Problem
@@ -92,7 +92,8 @@ class GRPOConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    sampler_batch_size: int = 256  # sequences decoded together
+    sampler_batch_size: int = 256  # sequences decoded together (in process)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)  # where to sample
     prompt: PromptProtocol = field(default_factory=PromptProtocol)  # eval uses it too, unless eval.prompt
     save_every: int = 0
     keep_checkpoints: int = 2
@@ -111,6 +112,9 @@ class GRPOConfig:
             raise ValueError("group_size must be >= 2 (advantages are relative to the group)")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
+        if self.rollout.engine == "server" and self.finetune != "lora":
+            raise ValueError("rollout.engine 'server' publishes a LoRA adapter each step: it needs "
+                             "finetune: lora (full fine-tuning rolls out in process)")
 
 
 def steps_per_epoch(n_problems: int, groups_per_batch: int, last_batch: str = "drop") -> int:
@@ -216,22 +220,22 @@ def train_grpo(
     loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef)
     reference = (reference_policy(run.model, cfg.finetune == "lora" and cfg.adapter is None)
                  if cfg.kl_coef > 0 else None)
-    sampler = HFSampler(run.model, run.tokenizer, batch_size=cfg.sampler_batch_size)
+    engine = make_rollouts(cfg.rollout, run.model, run.tokenizer, cfg.model, cfg.sampler_batch_size)
     params = SamplingParams(
         temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.prompt.thinking
     )
     last: dict = {}
     while step < total_steps:
         t0 = time.perf_counter()
+        if engine.version != step:  # publish -> load: the engine samples the weights of this step
+            engine.load(publish(run.model, run.out_dir, step, engine.needs_weights))
+        t_published = time.perf_counter()
         batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
-        prompts = {
-            p.id: sampler.encode(cfg.prompt.messages(p, dataset.name), params)
-            for p in batch
-        }
-        run.model.eval()
+        prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name), params)
+                   for p in batch}
         step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
-        completions = sampler.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
-        run.model.train()
+        completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
+        sampled_by = engine.version
         t1 = time.perf_counter()
         groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
         kept = [g for g in groups if not is_constant(g.rewards)]
@@ -243,6 +247,10 @@ def train_grpo(
         step += 1
         t3 = time.perf_counter()
         last = _step_metrics(groups, kept, update, lr, (t0, t1, t2, t3))
+        last["time/publish_s"] = t_published - t0
+        last["time/sampling_s"] = t1 - t_published
+        last["rollout/policy_version"] = sampled_by
+        last["rollout/staleness"] = staleness([sampled_by] * len(groups), step - 1)
         run.sink.log(last, step=step)
         if progress:
             progress(step, total_steps, last)
@@ -255,6 +263,13 @@ def train_grpo(
     if "efficiency" in cfg.rewards:
         efficiency.save(run.out_dir / EFFICIENCY_FILE)
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})
+
+
+def encode_prompt(tokenizer, messages: list[dict[str, str]], params: SamplingParams) -> list[int]:
+    """The prompt's token ids, rendered by the trainer's tokenizer: every engine samples these
+    exact ids, so the loss scores the same tokens the sampler saw."""
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                              return_dict=False, enable_thinking=params.enable_thinking))
 
 
 def reference_policy(model, new_adapter: bool) -> Callable[[], contextlib.AbstractContextManager]:

@@ -42,8 +42,9 @@ from mathrl.train.checkpoint import (
 from mathrl.train.policy import load_policy, set_activation_checkpointing, trainable_parameters
 from mathrl.train.sink import MetricsSink
 
-# Settings that may differ when a run is resumed: where it runs and where metrics are mirrored.
-RESUMABLE_CHANGES = ("device", "mirror")
+# Settings that may differ when a run is resumed: where it runs, where its rollouts are sampled
+# (a restarted server on another port), and where metrics are mirrored.
+RESUMABLE_CHANGES = ("device", "mirror", "rollout")
 
 
 @dataclass(frozen=True)
