@@ -2,6 +2,7 @@
 and entropy, activation checkpointing, micro-batches by count or token budget, SFT packing,
 mixed precision and the adapter-off KL reference (fp32, tiny model)."""
 
+import math
 import random
 
 import pytest
@@ -114,10 +115,15 @@ def _rollouts(n=9, seed=2):
     return out
 
 
-@pytest.mark.parametrize("normalization", ["token_sum", "token_mean", "sequence_mean"])
-def test_grpo_gradient_is_the_same_for_every_micro_batch_plan(normalization):
+@pytest.mark.parametrize("normalization, tis", [("token_sum", None), ("token_mean", None),
+                                               ("sequence_mean", None), ("token_mean", "token"),
+                                               ("token_mean", "sequence")])
+def test_grpo_gradient_is_the_same_for_every_micro_batch_plan(normalization, tis):
     seqs = _rollouts()
-    loss_fn = make_loss("importance_sampling")
+    # Caps that cut some tokens (or sequences) and not others: these sequences' log ratios
+    # (trainer - sampler, summed) run from -55 to -252.
+    cap = {None: None, "token": 1.5, "sequence": math.exp(-60)}[tis]
+    loss_fn = make_loss("importance_sampling", tis_cap=cap, tis_level=tis or "token")
     plans = [
         dict(micro_batch_size=1),
         dict(micro_batch_size=3),
@@ -128,12 +134,15 @@ def test_grpo_gradient_is_the_same_for_every_micro_batch_plan(normalization):
     grads, micro_counts = [], []
     for plan in plans:
         cfg = GRPOConfig(
-            model="tiny", dataset="arith_train", normalization=normalization, max_tokens=32, **plan
+            model="tiny", dataset="arith_train", normalization=normalization, max_tokens=32,
+            tis_cap=cap, tis_level=tis or "token", **plan
         )
         model = _policy()
         out = accumulate_gradients(model, seqs, 0, CPU, loss_fn, None, cfg)
         grads.append(_grads(model))
         micro_counts.append(out["train/micro_batches"])
+        if tis:
+            assert 0 < out["train/tis_truncated"] < 1
     assert micro_counts[:3] == [9, 3, 1] and micro_counts[3] > micro_counts[4] > 1
     for other in grads[1:]:
         for name in grads[0]:

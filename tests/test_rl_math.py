@@ -15,6 +15,7 @@ from mathrl.train.rl import (
     make_loss,
     ppo_clip_loss,
     token_weight,
+    truncated_is_weights,
 )
 from mathrl.types import Completion, Problem
 
@@ -80,6 +81,35 @@ def test_k3_kl_and_the_loss_chosen_once():
     assert make_loss("ppo_clip")(logp, logp, torch.tensor([1.0])).loss_B_T.item() == pytest.approx(-1.0)
     with pytest.raises(ValueError):
         make_loss("reinforce")
+
+
+def test_truncated_importance_weights_per_token_and_per_sequence():
+    trainer = torch.tensor([[math.log(0.6), math.log(0.2), 0.0]])
+    sampler = torch.tensor([[math.log(0.3), math.log(0.4), -5.0]])
+    mask = torch.tensor([[True, True, False]])
+    # Token ratios 2 and 0.5 (the padded position counts as 1); cap 1.5 cuts the first.
+    w, cut = truncated_is_weights(trainer, sampler, mask, cap=1.5)
+    assert w[0].tolist() == pytest.approx([1.5, 0.5, 1.0]) and cut.tolist() == [[True, False, False]]
+    # Per sequence: 2 x 0.5 = 1 on every token, nothing cut.
+    w, cut = truncated_is_weights(trainer, sampler, mask, cap=1.5, level="sequence")
+    assert w[0].tolist() == pytest.approx([1.0, 1.0, 1.0]) and not cut.any()
+
+
+def test_tis_loss_is_the_is_loss_until_the_cap_then_scales_the_gradient_down():
+    sampler = torch.tensor([[math.log(0.25), math.log(0.2)]])
+    adv = torch.tensor([2.0])
+    grads = {}
+    for cap in (None, 10.0, 1.5):
+        logp = torch.tensor([[math.log(0.5), math.log(0.2)]], requires_grad=True)
+        terms = make_loss("importance_sampling", tis_cap=cap)(logp, sampler, adv)
+        terms.loss_B_T.sum().backward()
+        grads[cap] = logp.grad[0].tolist()
+        if cap is not None:
+            # The ratio is against the trainer's own logprobs; the mismatch is the (capped) weight.
+            assert terms.loss_B_T[0].tolist() == pytest.approx([-2.0 * min(2.0, cap), -2.0])
+            assert terms.truncated_B_T.tolist() == [[cap < 2.0, False]]
+    assert grads[10.0] == pytest.approx(grads[None])  # ratios 2 and 1, under the cap: the same
+    assert grads[1.5] == pytest.approx([-3.0, -2.0])  # the first token's weight capped at 1.5
 
 
 def _c(text, n, finish="stop"):

@@ -36,9 +36,11 @@ from mathrl.train.rewards import REWARD_NAMES, EfficiencyState, grade_group
 from mathrl.train.rl import (
     LossName,
     Normalization,
+    TisLevel,
     group_advantages,
     group_outcome,
     is_constant,
+    k3_kl,
     make_loss,
     token_weight,
 )
@@ -80,6 +82,10 @@ class GRPOConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     kl_coef: float = 0.0
+    # Truncated importance sampling against sampler/trainer mismatch (rl.py, note 5): cap on
+    # pi_trainer / pi_sampler, per token or per sequence; None: off.
+    tis_cap: float | None = None
+    tis_level: TisLevel = "token"
     normalization: Normalization = "token_sum"
     scale_advantages: bool = False  # divide by the group's std (GRPO paper); off as in Dr. GRPO
     rewards: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
@@ -112,6 +118,10 @@ class GRPOConfig:
             raise ValueError("group_size must be >= 2 (advantages are relative to the group)")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            raise ValueError(f"tis_cap must be > 0, got {self.tis_cap}")
+        if self.tis_level not in ("token", "sequence"):
+            raise ValueError(f"tis_level must be 'token' or 'sequence', got {self.tis_level!r}")
         if self.rollout.engine == "server" and self.finetune != "lora":
             raise ValueError("rollout.engine 'server' publishes a LoRA adapter each step: it needs "
                              "finetune: lora (full fine-tuning rolls out in process)")
@@ -217,7 +227,7 @@ def train_grpo(
     optimizer = run.make_optimizer()
     step, state = run.resume(optimizer)
     efficiency = EfficiencyState(dict(state.get("efficiency", {})))
-    loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef)
+    loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.tis_cap, cfg.tis_level)
     reference = (reference_policy(run.model, cfg.finetune == "lora" and cfg.adapter is None)
                  if cfg.kl_coef > 0 else None)
     engine = make_rollouts(cfg.rollout, run.model, run.tokenizer, cfg.model, cfg.sampler_batch_size)
@@ -316,7 +326,8 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
     gradient. Returns the loss diagnostics."""
     lengths = [len(s.input_ids) - s.prompt_len for s in seqs]
     total_tokens = sum(lengths)
-    sums = {"loss": 0.0, "kl_sampler": 0.0, "entropy": 0.0, "clipped": 0.0, "kl_ref": 0.0}
+    sums = {"loss": 0.0, "kl_sampler": 0.0, "kl_sampler_k3": 0.0, "entropy": 0.0, "clipped": 0.0,
+            "kl_ref": 0.0, "truncated": 0.0}
     plan = plan_micro_batches([len(s.input_ids) for s in seqs], cfg.micro_batch_size, cfg.micro_batch_tokens)
     for idx in plan:
         batch = collate_rollouts([seqs[i] for i in idx], pad_id, device)
@@ -337,13 +348,18 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
                     ref_model, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature,
                     target_B_T=mask_B_T, chunk_tokens=cfg.logprob_chunk_tokens,
                 )
-        terms = loss_fn(logp_B_T, batch["sampler_logp_B_T"], batch["advantage_B"], ref_logp_B_T)
+        terms = loss_fn(logp_B_T, batch["sampler_logp_B_T"], batch["advantage_B"], ref_logp_B_T, mask_B_T)
         loss = (terms.loss_B_T * mask_B_T * weights_B[:, None]).sum()
         loss.backward()
         with torch.no_grad():
             diff_B_T = (batch["sampler_logp_B_T"] - logp_B_T.detach()) * mask_B_T
             sums["loss"] += loss.item()
             sums["kl_sampler"] += diff_B_T.sum().item()  # k1 estimate of KL(sampler || trainer)
+            # k3 (unbiased, never negative) of the same KL: the mismatch to watch with an engine.
+            k3_B_T = k3_kl(batch["sampler_logp_B_T"], logp_B_T.detach())
+            sums["kl_sampler_k3"] += (k3_B_T * mask_B_T).sum().item()
+            if terms.truncated_B_T is not None:
+                sums["truncated"] += (terms.truncated_B_T & mask_B_T).sum().item()
             sums["entropy"] += (entropy_B_T * mask_B_T).sum().item()
             sums["clipped"] += (terms.clipped_B_T & mask_B_T).sum().item()
             if terms.kl_B_T is not None:
@@ -352,6 +368,7 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
         "train/loss": sums["loss"],
         "train/entropy": sums["entropy"] / total_tokens,
         "train/kl_sampler_trainer": sums["kl_sampler"] / total_tokens,
+        "train/kl_sampler_trainer_k3": sums["kl_sampler_k3"] / total_tokens,
         "train/clip_fraction": sums["clipped"] / total_tokens,
         "train/sequences": len(seqs),
         "train/tokens": total_tokens,
@@ -359,6 +376,8 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
     }
     if reference is not None:
         out["train/kl_reference"] = sums["kl_ref"] / total_tokens
+    if cfg.tis_cap is not None:
+        out["train/tis_truncated"] = sums["truncated"] / total_tokens  # share of tokens capped
     return out
 
 

@@ -13,7 +13,14 @@ Small pure functions, each tested with hand-computed numbers. Deviations from GR
    DAPO's clip-higher) is available for off-policy use.
 4. No KL penalty to a reference model by default (``kl_coef: 0``); when on, it is the k3
    estimator, added per token.
-5. The loss is summed over tokens by default (the reference loop); token mean over the batch
+5. Sampler and trainer compute the same policy with different kernels (an inference engine in
+   bf16, the trainer's own forward), so their probabilities differ a little. Truncated importance
+   sampling (``tis_cap``; Yao et al. 2025, "Your efficient RL framework secretly brings you
+   off-policy RL training") corrects for it: the ratio is taken against the trainer's own
+   (pre-update) probabilities, and the sampler-to-trainer ratio ``pi_trainer / pi_sampler``,
+   per token or per sequence, multiplies the loss capped at ``tis_cap``. Off by default: with
+   the in-process sampler the two are the same computation.
+6. The loss is summed over tokens by default (the reference loop); token mean over the batch
    (DAPO), a constant length (Dr. GRPO) and the per-sequence mean (the paper) are options.
    The normalisation is a per-token weight fixed for the whole batch, so gradient accumulation
    over micro-batches gives exactly the full batch's gradient.
@@ -29,6 +36,7 @@ from typing import Literal
 import torch
 
 LossName = Literal["importance_sampling", "ppo_clip"]
+TisLevel = Literal["token", "sequence"]
 Normalization = Literal["token_sum", "token_mean", "constant", "sequence_mean"]
 
 
@@ -81,11 +89,34 @@ def token_weight(
 
 @dataclass(frozen=True)
 class LossTerms:
-    """Per-token loss (B, T) and diagnostics: where the ratio was clipped, and the KL terms."""
+    """Per-token loss (B, T) and diagnostics: where the ratio was clipped, the KL terms, and where
+    the truncated importance weight was capped."""
 
     loss_B_T: torch.Tensor
     clipped_B_T: torch.Tensor
     kl_B_T: torch.Tensor | None = None
+    truncated_B_T: torch.Tensor | None = None
+
+
+def truncated_is_weights(
+    trainer_logp_B_T: torch.Tensor, sampler_logp_B_T: torch.Tensor, mask_B_T: torch.Tensor,
+    cap: float, level: TisLevel = "token",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``min(pi_trainer / pi_sampler, cap)`` per token, or per sequence (the product over its
+    completion tokens, the same for each of them), and where the cap applied. No gradient.
+
+    >>> w, cut = truncated_is_weights(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]]),
+    ...                               torch.tensor([[1, 1]]), cap=1.2)
+    >>> [round(x, 4) for x in w[0].tolist()], cut.tolist()
+    ([1.2, 0.3679], [[True, False]])
+    """
+    log_ratio_B_T = ((trainer_logp_B_T - sampler_logp_B_T) * mask_B_T).detach()
+    if level == "sequence":
+        log_ratio_B_T = log_ratio_B_T.sum(-1, keepdim=True).expand_as(log_ratio_B_T)
+    elif level != "token":
+        raise ValueError(f"tis_level must be 'token' or 'sequence', got {level!r}")
+    ratio_B_T = torch.exp(log_ratio_B_T)
+    return ratio_B_T.clamp(max=cap), ratio_B_T > cap
 
 
 def importance_sampling_loss(
@@ -118,9 +149,23 @@ def k3_kl(logp_B_T: torch.Tensor, ref_logp_B_T: torch.Tensor) -> torch.Tensor:
 
 
 def make_loss(
-    name: LossName, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0
+    name: LossName, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0,
+    tis_cap: float | None = None, tis_level: TisLevel = "token",
 ) -> Callable[..., LossTerms]:
-    """The per-token loss, chosen once: ``loss(logp, sampler_logp, advantage, ref_logp=None)``."""
+    """The per-token loss, chosen once: ``loss(logp, sampler_logp, advantage, ref_logp=None,
+    mask=None)`` (``mask``, the completion tokens, is needed for sequence-level TIS)."""
+    if tis_cap is not None:
+        inner = make_loss(name, clip_low, clip_high, kl_coef)
+
+        def with_tis(logp, sampler, adv, ref_logp=None, mask=None):
+            # The ratio against the trainer's own pre-update probabilities (1 in value, the
+            # policy gradient in gradient); the sampler mismatch as a capped, constant weight.
+            weight_B_T, truncated_B_T = truncated_is_weights(
+                logp, sampler, torch.ones_like(logp) if mask is None else mask, tis_cap, tis_level)
+            terms = inner(logp, logp.detach(), adv, ref_logp)
+            return LossTerms(terms.loss_B_T * weight_B_T, terms.clipped_B_T, terms.kl_B_T, truncated_B_T)
+
+        return with_tis
     if name == "importance_sampling":
 
         def base(logp, old, adv):
@@ -132,9 +177,9 @@ def make_loss(
     else:
         raise ValueError(f"unknown loss {name!r}")
     if kl_coef == 0:
-        return lambda logp, old, adv, ref_logp=None: base(logp, old, adv)
+        return lambda logp, old, adv, ref_logp=None, mask=None: base(logp, old, adv)
 
-    def with_kl(logp, old, adv, ref_logp=None):
+    def with_kl(logp, old, adv, ref_logp=None, mask=None):
         terms = base(logp, old, adv)
         kl = k3_kl(logp, ref_logp)
         return LossTerms(terms.loss_B_T + kl_coef * kl, terms.clipped_B_T, kl)
