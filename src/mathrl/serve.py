@@ -88,7 +88,8 @@ def _params(body: dict, limits: Limits) -> tuple[int, SamplingParams]:
         top_p=float(_field(body, "top_p", number, 1.0, 0.0, 1.0, low_open=True)),
         top_k=max(0, top_k),  # vLLM's -1 means no top-k, as 0 does here
         max_tokens=max_tokens, stop=tuple(stop), seed=_field(body, "seed", int),
-        enable_thinking=bool(kwargs.get("enable_thinking", True)))
+        enable_thinking=bool(kwargs.get("enable_thinking", True)),
+        ignore_eos=_field(body, "ignore_eos", bool, False))  # vLLM's extra parameter (benchmarks)
 
 
 def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> list[int]:

@@ -65,6 +65,8 @@ class OpenAISampler:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.ignore_eos:
+            body["ignore_eos"] = True  # vLLM's and mathrl serve's extra parameter
         reply = self._post("/chat/completions" if chat else "/completions", body)
         return [_completion(choice, chat) for choice in sorted(reply["choices"], key=lambda c: c["index"])]
 

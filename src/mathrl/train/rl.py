@@ -145,7 +145,7 @@ def ppo_clip_loss(
 def k3_kl(logp_B_T: torch.Tensor, ref_logp_B_T: torch.Tensor) -> torch.Tensor:
     """Per-token KL(policy || reference) estimate ``exp(d) - d - 1`` with ``d = ref - logp`` (>= 0)."""
     d = ref_logp_B_T - logp_B_T
-    return torch.exp(d) - d - 1
+    return torch.expm1(d) - d  # = exp(d) - 1 - d, without the cancellation that makes it < 0 near d = 0
 
 
 def make_loss(

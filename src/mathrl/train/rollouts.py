@@ -121,7 +121,7 @@ class ServerRollouts:
                 "load_inplace": True}
         with ThreadPoolExecutor(len(self.clients)) as pool:
             list(pool.map(lambda c: c.post_root("/v1/load_lora_adapter", body), self.clients))
-            list(pool.map(lambda c: c.post_root("/reset_prefix_cache", {}), self.clients))
+            list(pool.map(_reset_prefix_cache, self.clients))
         for client in self.clients:
             client.model = self.settings.adapter_name
         self.version = ref.version
@@ -139,6 +139,21 @@ class ServerRollouts:
                 for i, group in zip(idx, groups, strict=True):
                     out[i] = [_checked(c, client.base_url) for c in group]
         return out  # type: ignore[return-value]
+
+
+def _reset_prefix_cache(client) -> None:
+    """Drop cached prompt blocks: an adapter replaced in place keeps its name and id, so blocks
+    computed with the old weights would otherwise be served for the new ones."""
+    from mathrl.sampling.openai import SamplerError
+
+    try:
+        client.post_root("/reset_prefix_cache", {})
+    except SamplerError as err:
+        if "HTTP 404" not in str(err):
+            raise
+        raise RolloutError(f"{client.base_url}: no /reset_prefix_cache, so its prefix cache could serve "
+                           "blocks of the previous weights: start vLLM with VLLM_SERVER_DEV_MODE=1 (which "
+                           "also enables /sleep and /wake_up), or with --no-enable-prefix-caching") from None
 
 
 def _checked(c: Completion, url: str) -> Completion:
