@@ -157,6 +157,23 @@ def test_server_rollouts_sample_the_published_adapter_across_servers(prompts, tm
             server.server_close()
 
 
+def test_servers_sleep_while_the_trainer_steps_and_wake_to_load(served, prompts, tmp_path):
+    url, server = served
+    engine = ServerRollouts(RolloutSettings(engine="server", urls=(f"{url}/v1",), sleep_while_training=True),
+                            "tiny")
+    engine.load(PolicyRef(0, _adapter(tmp_path / "a", 1)))
+    engine.sample(prompts[:1], 2, GREEDY)
+    engine.sleep()
+    with urllib.request.urlopen(f"{url}/is_sleeping") as response:
+        assert json.loads(response.read()) == {"is_sleeping": True}
+    engine.load(PolicyRef(1, _adapter(tmp_path / "b", 2)))  # wakes, then loads
+    assert len(engine.sample(prompts[:1], 2, GREEDY)[0]) == 2
+    engine.sleep()
+    engine.wake()
+    with urllib.request.urlopen(f"{url}/is_sleeping") as response:
+        assert json.loads(response.read()) == {"is_sleeping": False}
+
+
 class _Stripped(BaseHTTPRequestHandler):
     """A server that answers completions without token ids or without logprobs."""
 

@@ -246,6 +246,7 @@ def train_grpo(
         step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
         completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
         sampled_by = engine.version
+        engine.sleep()  # the engine's memory is the trainer's until the next publish
         t1 = time.perf_counter()
         groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
         kept = [g for g in groups if not is_constant(g.rewards)]
@@ -270,6 +271,7 @@ def train_grpo(
             efficiency.save(run.out_dir / EFFICIENCY_FILE)
         if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps and cfg.eval.benchmarks:
             run.evaluate(run.out_dir / "eval_steps" / f"step_{step:06d}", step)
+    engine.wake()  # leave a user's server as it was found
     if "efficiency" in cfg.rewards:
         efficiency.save(run.out_dir / EFFICIENCY_FILE)
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})

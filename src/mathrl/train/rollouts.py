@@ -46,6 +46,9 @@ class RolloutSettings:
     base_model: str | None = None  # the servers' name for the base model (default: the run's model)
     adapter_name: str = "mathrl-policy"  # the name the published adapter is served under
     concurrency: int = 16  # requests in flight per server (a key, if the servers want one: $OPENAI_API_KEY)
+    # One GPU for both: the servers sleep (free their memory) while the trainer steps, and wake
+    # before the next publish. Needs sleep mode (vLLM: --enable-sleep-mode; not on its CPU build).
+    sleep_while_training: bool = False
 
     def __post_init__(self):
         if self.engine not in ("in_process", "server"):
@@ -68,6 +71,10 @@ class RolloutEngine(Protocol):
 
     def load(self, ref: PolicyRef) -> None: ...
 
+    def sleep(self) -> None: ...
+
+    def wake(self) -> None: ...
+
     def sample(self, prompts: Sequence[list[int]], n: int,
                params: SamplingParams) -> list[list[Completion]]: ...
 
@@ -89,6 +96,12 @@ class InProcessRollouts:
 
     def load(self, ref: PolicyRef) -> None:
         self.version = ref.version
+
+    def sleep(self) -> None:
+        pass  # the trainer's own module: nothing to free
+
+    def wake(self) -> None:
+        pass
 
     def sample(self, prompts: Sequence[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
         model = self.sampler.model
@@ -113,15 +126,31 @@ class ServerRollouts:
         self.clients = [OpenAISampler(url, settings.base_model or base_model, api_key=key,
                                       concurrency=settings.concurrency) for url in settings.urls]
         self.version: int | None = None
+        self.asleep = False
+
+    def sleep(self) -> None:
+        """Free the servers' memory for the trainer's step (``sleep_while_training``)."""
+        if self.settings.sleep_while_training:
+            self._each(lambda c: c.post_root("/sleep?level=1", {}))
+            self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            self._each(lambda c: c.post_root("/wake_up", {}))
+            self.asleep = False
+
+    def _each(self, call) -> None:
+        with ThreadPoolExecutor(len(self.clients)) as pool:
+            list(pool.map(call, self.clients))
 
     def load(self, ref: PolicyRef) -> None:
         if ref.path is None:
             raise RolloutError("a server engine needs published weights (an adapter folder)")
+        self.wake()
         body = {"lora_name": self.settings.adapter_name, "lora_path": str(ref.path.resolve()),
                 "load_inplace": True}
-        with ThreadPoolExecutor(len(self.clients)) as pool:
-            list(pool.map(lambda c: c.post_root("/v1/load_lora_adapter", body), self.clients))
-            list(pool.map(_reset_prefix_cache, self.clients))
+        self._each(lambda c: c.post_root("/v1/load_lora_adapter", body))
+        self._each(_reset_prefix_cache)
         for client in self.clients:
             client.model = self.settings.adapter_name
         self.version = ref.version
