@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -268,16 +269,37 @@ def test_grpo_through_a_served_engine_raises_accuracy_like_the_in_process_recipe
     assert published == ["step_000058", "step_000059"]
 
 
+def _port_open(port):
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.mark.slow
-def test_a_killed_served_run_resumes_with_each_step_once(serve_process, tmp_path):
+def test_a_killed_run_with_the_engine_it_started_resumes_with_each_step_once(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # rollout.engine=serve: the trainer starts `mathrl serve --enable-lora` on this port itself.
     settings = ["max_steps=6", "groups_per_batch=4", "group_size=4", "save_every=2", "max_tokens=64",
-                "eval.benchmarks=[]"]
+                "eval.benchmarks=[]", "rollout.engine=serve", f"rollout.port={port}"]
     run = tmp_path / "run"
-    process = _served_grpo(run, serve_process, *settings, wait=False)
+    process = run_recipe("grpo", "configs/tiny/grpo.yaml", run, *settings, wait=False)
     kill_after(process, lambda: logged_steps(run, "reward/mean"), 3)
     assert 3 <= max(logged_steps(run, "reward/mean")) < 6, "the kill should land mid-run"
-    resumed = _served_grpo(run, serve_process, *settings)
+    # The engine dies with the trainer it served (SIGKILL included): nothing is left on the port.
+    # A bounded wait for the kernel to deliver that, not a speed check.
+    for _ in range(600):
+        if not _port_open(port):
+            break
+        time.sleep(0.1)
+    assert not _port_open(port), "the rollout engine outlived its killed trainer"
+    resumed = run_recipe("grpo", "configs/tiny/grpo.yaml", run, *settings)
     assert resumed.returncode == 0, resumed.stderr
+    assert not _port_open(port)  # and a finished run stops it
     assert logged_steps(run, "reward/mean") == list(range(1, 7))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # The resumed run published the checkpoint's weights before its first step.

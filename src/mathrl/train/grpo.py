@@ -44,7 +44,7 @@ from mathrl.train.rl import (
     make_loss,
     token_weight,
 )
-from mathrl.train.rollouts import RolloutSettings, make_rollouts, publish, staleness
+from mathrl.train.rollouts import RolloutSettings, publish, rollout_engine, staleness
 from mathrl.train.runs import EvalSettings, TrainRun
 from mathrl.train.schedule import Schedule, lr_multiplier
 from mathrl.types import Group, Problem
@@ -122,9 +122,9 @@ class GRPOConfig:
             raise ValueError(f"tis_cap must be > 0, got {self.tis_cap}")
         if self.tis_level not in ("token", "sequence"):
             raise ValueError(f"tis_level must be 'token' or 'sequence', got {self.tis_level!r}")
-        if self.rollout.engine == "server" and self.finetune != "lora":
-            raise ValueError("rollout.engine 'server' publishes a LoRA adapter each step: it needs "
-                             "finetune: lora (full fine-tuning rolls out in process)")
+        if self.rollout.engine != "in_process" and self.finetune != "lora":
+            raise ValueError(f"rollout.engine '{self.rollout.engine}' publishes a LoRA adapter each step: "
+                             "it needs finetune: lora (full fine-tuning rolls out in process)")
 
 
 def steps_per_epoch(n_problems: int, groups_per_batch: int, last_batch: str = "drop") -> int:
@@ -230,48 +230,50 @@ def train_grpo(
     loss_fn = make_loss(cfg.loss, cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.tis_cap, cfg.tis_level)
     reference = (reference_policy(run.model, cfg.finetune == "lora" and cfg.adapter is None)
                  if cfg.kl_coef > 0 else None)
-    engine = make_rollouts(cfg.rollout, run.model, run.tokenizer, cfg.model, cfg.sampler_batch_size)
-    params = SamplingParams(
-        temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.prompt.thinking
-    )
-    last: dict = {}
-    while step < total_steps:
-        t0 = time.perf_counter()
-        if engine.version != step:  # publish -> load: the engine samples the weights of this step
-            engine.load(publish(run.model, run.out_dir, step, engine.needs_weights))
-        t_published = time.perf_counter()
-        batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
-        prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name), params)
-                   for p in batch}
-        step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
-        completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
-        sampled_by = engine.version
-        engine.sleep()  # the engine's memory is the trainer's until the next publish
-        t1 = time.perf_counter()
-        groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
-        kept = [g for g in groups if not is_constant(g.rewards)]
-        t2 = time.perf_counter()
-        lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if kept else {}
-        step += 1
-        t3 = time.perf_counter()
-        last = _step_metrics(groups, kept, update, lr, (t0, t1, t2, t3))
-        last["time/publish_s"] = t_published - t0
-        last["time/sampling_s"] = t1 - t_published
-        last["rollout/policy_version"] = sampled_by
-        last["rollout/staleness"] = staleness([sampled_by] * len(groups), step - 1)
-        run.sink.log(last, step=step)
-        if progress:
-            progress(step, total_steps, last)
-        extra = {"efficiency": dict(efficiency.best)}
-        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-            run.save(step, optimizer, extra)
-            efficiency.save(run.out_dir / EFFICIENCY_FILE)
-        if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps and cfg.eval.benchmarks:
-            run.evaluate(run.out_dir / "eval_steps" / f"step_{step:06d}", step)
-    engine.wake()  # leave a user's server as it was found
+    engine_ctx = rollout_engine(cfg.rollout, run.model, run.tokenizer, cfg.model, cfg.sampler_batch_size,
+                                cfg.lora.rank, log)
+    with engine_ctx as engine:  # a server it started stops with the block, before the final eval
+        params = SamplingParams(
+            temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.prompt.thinking
+        )
+        last: dict = {}
+        while step < total_steps:
+            t0 = time.perf_counter()
+            if engine.version != step:  # publish -> load: the engine samples the weights of this step
+                engine.load(publish(run.model, run.out_dir, step, engine.needs_weights))
+            t_published = time.perf_counter()
+            batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
+            prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name), params)
+                       for p in batch}
+            step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
+            completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
+            sampled_by = engine.version
+            engine.sleep()  # the engine's memory is the trainer's until the next publish
+            t1 = time.perf_counter()
+            groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
+            kept = [g for g in groups if not is_constant(g.rewards)]
+            t2 = time.perf_counter()
+            lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if kept else {}
+            step += 1
+            t3 = time.perf_counter()
+            last = _step_metrics(groups, kept, update, lr, (t0, t1, t2, t3))
+            last["time/publish_s"] = t_published - t0
+            last["time/sampling_s"] = t1 - t_published
+            last["rollout/policy_version"] = sampled_by
+            last["rollout/staleness"] = staleness([sampled_by] * len(groups), step - 1)
+            run.sink.log(last, step=step)
+            if progress:
+                progress(step, total_steps, last)
+            extra = {"efficiency": dict(efficiency.best)}
+            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+                run.save(step, optimizer, extra)
+                efficiency.save(run.out_dir / EFFICIENCY_FILE)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps and cfg.eval.benchmarks:
+                run.evaluate(run.out_dir / "eval_steps" / f"step_{step:06d}", step)
+        engine.wake()  # leave a user's server as it was found
     if "efficiency" in cfg.rewards:
         efficiency.save(run.out_dir / EFFICIENCY_FILE)
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})

@@ -16,16 +16,25 @@ Two engines:
   the adapter to ``OUT/published/step_NNNNNN``, then on every server loads it in place under one
   name (``/v1/load_lora_adapter``, ``load_inplace``) and resets the prefix cache so no entry
   computed with older weights is served. Requests name the adapter and are spread across the
-  servers, prompt by prompt.
+  servers, prompt by prompt. The servers are ones the user started (``engine: server``, ``urls``)
+  or one mathrl starts for the run and stops after it (``engine: serve`` or ``vllm``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -37,11 +46,17 @@ PUBLISHED_DIR = "published"
 KEEP_PUBLISHED = 2  # the version being served and the one before it
 
 
+ENGINES = ("in_process", "server", "serve", "vllm")
+
+
 @dataclass(frozen=True)
 class RolloutSettings:
-    """Where GRPO samples: ``engine: in_process`` (default) or ``server`` with ``urls``."""
+    """Where GRPO samples. ``in_process`` (default): the trained module. ``server``: running
+    servers at ``urls``. ``serve`` / ``vllm``: mathrl starts ``mathrl serve --enable-lora`` or a
+    vLLM server for the run's model itself, waits until it is healthy, and stops it at exit (and,
+    on Linux, when the trainer is killed)."""
 
-    engine: Literal["in_process", "server"] = "in_process"
+    engine: Literal["in_process", "server", "serve", "vllm"] = "in_process"
     urls: tuple[str, ...] = ()  # OpenAI-compatible base URLs, e.g. http://127.0.0.1:8000/v1
     base_model: str | None = None  # the servers' name for the base model (default: the run's model)
     adapter_name: str = "mathrl-policy"  # the name the published adapter is served under
@@ -49,12 +64,23 @@ class RolloutSettings:
     # One GPU for both: the servers sleep (free their memory) while the trainer steps, and wake
     # before the next publish. Needs sleep mode (vLLM: --enable-sleep-mode; not on its CPU build).
     sleep_while_training: bool = False
+    # A started engine: its port (0: a free one), and for vLLM its Python (default
+    # $MATHRL_VLLM_PYTHON, else this one), GPU memory share, largest LoRA rank (default the
+    # run's) and any further flags (the CPU build's: --dtype float32 --enforce-eager ...).
+    port: int = 0
+    vllm_python: str | None = None
+    gpu_memory_utilization: float = 0.45
+    max_lora_rank: int | None = None
+    vllm_args: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.engine not in ("in_process", "server"):
-            raise ValueError(f"rollout.engine must be 'in_process' or 'server', got {self.engine!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"rollout.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "server" and not self.urls:
             raise ValueError("rollout.engine 'server' needs rollout.urls (one or more base URLs)")
+        if self.engine in ("serve", "vllm") and self.urls:
+            raise ValueError(f"rollout.engine '{self.engine}' starts its own server: leave rollout.urls "
+                             "empty (or use engine 'server' for servers you started)")
 
 
 @dataclass(frozen=True)
@@ -196,10 +222,76 @@ def _checked(c: Completion, url: str) -> Completion:
     return c
 
 
-def make_rollouts(settings: RolloutSettings, model, tokenizer, base_model: str, batch_size: int):
+@contextlib.contextmanager
+def rollout_engine(settings: RolloutSettings, model, tokenizer, base_model: str, batch_size: int,
+                   lora_rank: int, log=print):
+    """The engine a run samples with; a server it starts lives exactly as long as the block."""
+    if settings.engine == "in_process":
+        yield InProcessRollouts(model, tokenizer, batch_size)
+        return
     if settings.engine == "server":
-        return ServerRollouts(settings, base_model)
-    return InProcessRollouts(model, tokenizer, batch_size)
+        yield ServerRollouts(settings, base_model)
+        return
+    process, url = _start_engine(settings, base_model, lora_rank, log)
+    try:
+        yield ServerRollouts(replace(settings, engine="server", urls=(url,)), base_model)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the trainer dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
+                  log) -> tuple[subprocess.Popen, str]:
+    from mathrl.models import resolve_model
+
+    port = settings.port or _free_port()
+    if settings.engine == "serve":
+        command = [sys.executable, "-m", "mathrl.cli", "serve", "--model", base_model, "--enable-lora",
+                   "--port", str(port), "--exit-with-parent"]
+        env = dict(os.environ)
+    else:
+        python = settings.vllm_python or os.environ.get("MATHRL_VLLM_PYTHON") or sys.executable
+        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(base_model),
+                   "--served-model-name", base_model, "--port", str(port), "--enable-lora",
+                   "--max-lora-rank", str(settings.max_lora_rank or lora_rank),
+                   "--logprobs-mode", "processed_logprobs",
+                   "--gpu-memory-utilization", str(settings.gpu_memory_utilization), *settings.vllm_args]
+        if settings.sleep_while_training:
+            command.append("--enable-sleep-mode")
+        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
+    log(f"rollout engine: starting {' '.join(command)}")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=_die_with_parent)
+    url = f"http://127.0.0.1:{port}"
+    while True:  # up when healthy; a failed start is an exit, whatever the machine's speed
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5):
+                break
+        except OSError:
+            if process.poll() is not None:
+                raise RolloutError(f"the rollout engine exited with status {process.returncode} before "
+                                   f"it was healthy: {' '.join(command)}") from None
+            time.sleep(1)
+    log(f"rollout engine: {url}/v1")
+    return process, f"{url}/v1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def publish(model, out_dir: Path, version: int, needs_weights: bool) -> PolicyRef:
