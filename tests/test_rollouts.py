@@ -220,9 +220,25 @@ def test_publishing_writes_whole_adapters_and_keeps_the_last_two(tmp_path):
     assert [r.version for r in refs] == [0, 1, 2, 3]
     kept = sorted(p.name for p in (tmp_path / "published").iterdir())
     assert kept == [f"step_{s:06d}" for s in range(4 - KEEP_PUBLISHED, 4)]
-    assert (refs[-1].path / "adapter_model.safetensors").is_file()
-    with pytest.raises(Exception, match="LoRA"):
-        publish(_tiny(), tmp_path, 5, needs_weights=True)
+    assert (refs[-1].path / "adapter_model.safetensors").is_file() and refs[-1].kind == "adapter"
+    full = publish(_tiny(), tmp_path / "full", 5, needs_weights=True)  # full fine-tuning: the model
+    assert full.kind == "weights" and (full.path / "model.safetensors").is_file()
+
+
+def test_full_weights_publish_replaces_the_served_model_in_place(served, prompts, tmp_path):
+    url, _ = served
+    changed = _tiny()
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ref = publish(changed, tmp_path, 7, needs_weights=True)
+    engine = ServerRollouts(RolloutSettings(engine="server", urls=(f"{url}/v1",)), "tiny")
+    engine.load(ref)
+    got = engine.sample(prompts[:1], 1, GREEDY)[0][0]
+    want = HFSampler(changed, load_tokenizer("tiny")).sample(prompts[:1], 1, GREEDY)[0][0]
+    assert got.token_ids == want.token_ids and got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    status, reply = _post(f"{url}/v1/load_weights", {"path": str(tmp_path)})
+    assert status == 400 and "no .safetensors" in reply["error"]["message"]
 
 
 def test_settings_refuse_a_server_engine_without_urls():

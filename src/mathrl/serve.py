@@ -12,9 +12,11 @@ With ``--enable-lora`` (:class:`Policies`) it speaks vLLM's control API too, so 
 publish its adapter each step and the whole sample -> grade -> train -> publish loop runs on
 loopback: ``POST /v1/load_lora_adapter`` (``lora_name``, ``lora_path``, ``load_inplace``) and
 ``/v1/unload_lora_adapter``; a request whose ``model`` names an adapter samples with it, the base
-name samples the base model. ``POST /sleep`` (sampling answers 503 until ``/wake_up``; on a GPU
-the weights move to the CPU), ``GET /is_sleeping`` and ``POST /reset_prefix_cache`` (a no-op:
-this server keeps no cache between requests, so no stale entry can be served) complete the set.
+name samples the base model. ``POST /v1/load_weights`` (``path``: a folder of safetensors)
+replaces the base model's weights in place, full fine-tuning's publish. ``POST /sleep``
+(sampling answers 503 until ``/wake_up``; on a GPU the weights move to the CPU), ``GET
+/is_sleeping`` and ``POST /reset_prefix_cache`` (a no-op: this server keeps no cache between
+requests, so no stale entry can be served) complete the set.
 
 Concurrent requests with the same model and sampling parameters are decoded together: one worker takes
 the oldest request and every waiting request with equal parameters (up to ``max_batch``
@@ -192,6 +194,31 @@ class Policies:
                 model.load_adapter(path, adapter_name=name)
             self.adapters[name] = path
 
+    def load_weights(self, path: str) -> None:
+        """Full fine-tuning's publish: the base model's weights replaced in place from a folder of
+        safetensors files (what ``save_pretrained`` writes). mathrl's own endpoint: vLLM has no
+        stable one that reloads a whole model from a folder."""
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise _BadRequest(f"'path' {path!r} holds no .safetensors files")
+        with self._lock:
+            if self.adapters:
+                raise _BadRequest("unload the LoRA adapters before replacing the base model's weights")
+            model = self.sampler.model
+            state: dict = {}
+            for file in files:
+                state.update(load_file(file, device=str(model.device)))
+            result = model.load_state_dict(state, strict=False)  # copies in place, in the model's dtype
+            tied = set(getattr(model, "_tied_weights_keys", None) or ())
+            missing = [k for k in result.missing_keys if k not in tied]
+            if missing or result.unexpected_keys:
+                raise _BadRequest(f"'path' {path!r} does not fit this model: missing {missing[:3]}, "
+                                  f"unexpected {result.unexpected_keys[:3]}")
+
     def unload(self, name: str) -> None:
         with self._lock:
             if name not in self.adapters:
@@ -333,6 +360,12 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
                     raise _BadRequest("'lora_name' is required")
                 policies.unload(name)
                 self._send(200, {"status": "ok", "message": f"Success: LoRA adapter '{name}' removed."})
+            elif route == "/v1/load_weights":
+                path = _field(body, "path", str)
+                if not path:
+                    raise _BadRequest("'path' (a folder of safetensors weights) is required")
+                policies.load_weights(path)
+                self._send(200, {"status": "ok", "message": f"Success: weights loaded from {path}."})
             elif route == "/sleep":
                 policies.sleep()
                 self._send(200, {"status": "ok"})
@@ -344,8 +377,8 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
 
         def do_POST(self):
             route = self.path.split("?", 1)[0]
-            controls = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/sleep", "/wake_up",
-                        "/reset_prefix_cache")
+            controls = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/v1/load_weights", "/sleep",
+                        "/wake_up", "/reset_prefix_cache")
             if route not in ("/v1/chat/completions", "/v1/completions", *controls):
                 self._error(404, f"no route {self.path}")
                 return

@@ -122,9 +122,10 @@ class GRPOConfig:
             raise ValueError(f"tis_cap must be > 0, got {self.tis_cap}")
         if self.tis_level not in ("token", "sequence"):
             raise ValueError(f"tis_level must be 'token' or 'sequence', got {self.tis_level!r}")
-        if self.rollout.engine != "in_process" and self.finetune != "lora":
-            raise ValueError(f"rollout.engine '{self.rollout.engine}' publishes a LoRA adapter each step: "
-                             "it needs finetune: lora (full fine-tuning rolls out in process)")
+        if self.rollout.engine == "vllm" and self.finetune != "lora":
+            raise ValueError("rollout.engine 'vllm' loads a LoRA adapter each step; vLLM has no stable "
+                             "endpoint that reloads full weights: full fine-tuning rolls out in process or "
+                             "through mathrl serve (rollout.engine: serve)")
 
 
 def steps_per_epoch(n_problems: int, groups_per_batch: int, last_batch: str = "drop") -> int:

@@ -85,11 +85,13 @@ class RolloutSettings:
 
 @dataclass(frozen=True)
 class PolicyRef:
-    """Weights after ``version`` optimizer steps; ``path`` is the published folder (an adapter),
-    None when the engine samples the trained module itself."""
+    """Weights after ``version`` optimizer steps; ``path`` is the published folder, a LoRA
+    adapter or (full fine-tuning) the whole model's weights; None when the engine samples the
+    trained module itself."""
 
     version: int
     path: Path | None = None
+    kind: Literal["adapter", "weights"] = "adapter"
 
 
 class RolloutEngine(Protocol):
@@ -149,7 +151,8 @@ class ServerRollouts:
 
         self.settings = settings
         key = os.environ.get("OPENAI_API_KEY")  # never in the recipe: config.yaml is written to the run
-        self.clients = [OpenAISampler(url, settings.base_model or base_model, api_key=key,
+        self.base_model = settings.base_model or base_model
+        self.clients = [OpenAISampler(url, self.base_model, api_key=key,
                                       concurrency=settings.concurrency) for url in settings.urls]
         self.version: int | None = None
         self.asleep = False
@@ -173,12 +176,17 @@ class ServerRollouts:
         if ref.path is None:
             raise RolloutError("a server engine needs published weights (an adapter folder)")
         self.wake()
-        body = {"lora_name": self.settings.adapter_name, "lora_path": str(ref.path.resolve()),
-                "load_inplace": True}
-        self._each(lambda c: c.post_root("/v1/load_lora_adapter", body))
+        if ref.kind == "weights":
+            self._each(lambda c: _load_weights(c, ref.path))
+            name = self.base_model
+        else:
+            body = {"lora_name": self.settings.adapter_name, "lora_path": str(ref.path.resolve()),
+                    "load_inplace": True}
+            self._each(lambda c: c.post_root("/v1/load_lora_adapter", body))
+            name = self.settings.adapter_name
         self._each(_reset_prefix_cache)
         for client in self.clients:
-            client.model = self.settings.adapter_name
+            client.model = name
         self.version = ref.version
 
     def sample(self, prompts: Sequence[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
@@ -194,6 +202,20 @@ class ServerRollouts:
                 for i, group in zip(idx, groups, strict=True):
                     out[i] = [_checked(c, client.base_url) for c in group]
         return out  # type: ignore[return-value]
+
+
+def _load_weights(client, path: Path) -> None:
+    """Full fine-tuning's publish on one server: ``mathrl serve``'s ``/v1/load_weights``."""
+    from mathrl.sampling.openai import SamplerError
+
+    try:
+        client.post_root("/v1/load_weights", {"path": str(path.resolve())})
+    except SamplerError as err:
+        if "HTTP 404" not in str(err):
+            raise
+        raise RolloutError(f"{client.base_url} cannot load full weights from a folder (vLLM has no stable "
+                           "endpoint for it): full fine-tuning rolls out in process or through mathrl serve "
+                           "(rollout.engine: serve)") from None
 
 
 def _reset_prefix_cache(client) -> None:
@@ -296,13 +318,12 @@ def _free_port() -> int:
 
 def publish(model, out_dir: Path, version: int, needs_weights: bool) -> PolicyRef:
     """The trainer's side: the reference an engine loads. For an engine that samples the trained
-    module nothing is written; else the LoRA adapter is saved (to a temporary folder renamed into
-    place, so a server never reads half a file) and older versions beyond the last two removed."""
+    module nothing is written; else the LoRA adapter (or, full fine-tuning, the whole model: a
+    model's size on disk each step, the last two kept) is saved to a temporary folder renamed into
+    place, so a server never reads half a file, and older versions are removed."""
     if not needs_weights:
         return PolicyRef(version)
-    if not hasattr(model, "peft_config"):
-        raise UserError("publishing to a rollout server is implemented for LoRA (finetune: lora); full "
-                        "fine-tuning rolls out in process")
+    kind = "adapter" if hasattr(model, "peft_config") else "weights"
     root = out_dir / PUBLISHED_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{version:06d}"
@@ -313,7 +334,7 @@ def publish(model, out_dir: Path, version: int, needs_weights: bool) -> PolicyRe
         tmp.rename(final)
     for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:
         shutil.rmtree(old, ignore_errors=True)
-    return PolicyRef(version, final)
+    return PolicyRef(version, final, kind)
 
 
 def staleness(group_versions: Sequence[int], step: int) -> float:
