@@ -30,6 +30,7 @@ from pathlib import Path
 from mathrl.config import PACKAGED_RECIPES
 from mathrl.errors import UserError
 from mathrl.fileio import write_atomic
+from mathrl.processes import stop
 
 TEACHER_URL = "{teacher_url}"  # filled in once the teacher's server is up
 BASELINES = {1: "base", 2: "verbose"}  # each study's runs are compared with its own baseline
@@ -135,12 +136,7 @@ def teacher_server(log: Callable[[str], None]) -> Iterator[str]:
         log(f"  teacher at {found[0]}")
         yield found[0]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, grace_s=10)
 
 
 def shown(argv) -> str:

@@ -29,18 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def exit_with_parent() -> None:
-    """Ask the kernel for SIGTERM when our parent dies (PR_SET_PDEATHSIG), and leave now if it
-    already has (we were re-parented to init)."""
-    import ctypes
+    """Stop when the process that started this server dies, and leave now if it already has
+    (we were re-parented to init)."""
     import os
-    import signal
     import sys
 
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return  # not Linux: the parent stops the server on a normal exit or Ctrl-C only
-    if os.getppid() == 1:
+    from mathrl.processes import die_with_parent
+
+    if die_with_parent() and os.getppid() == 1:
         sys.exit(0)
 
 

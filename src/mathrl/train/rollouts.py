@@ -23,10 +23,8 @@ Two engines:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from mathrl.errors import UserError
+from mathrl.processes import die_with_parent, stop
 from mathrl.sampling import SamplingParams
 from mathrl.types import Completion
 
@@ -206,31 +205,30 @@ class ServerRollouts:
 
 def _load_weights(client, path: Path) -> None:
     """Full fine-tuning's publish on one server: ``mathrl serve``'s ``/v1/load_weights``."""
-    from mathrl.sampling.openai import SamplerError
-
-    try:
-        client.post_root("/v1/load_weights", {"path": str(path.resolve())})
-    except SamplerError as err:
-        if "HTTP 404" not in str(err):
-            raise
-        raise RolloutError(f"{client.base_url} cannot load full weights from a folder (vLLM has no stable "
-                           "endpoint for it): full fine-tuning rolls out in process or through mathrl serve "
-                           "(rollout.engine: serve)") from None
+    _post_needed(client, "/v1/load_weights", {"path": str(path.resolve())},
+                 "cannot load full weights from a folder (vLLM has no stable endpoint for it): full "
+                 "fine-tuning rolls out in process or through mathrl serve (rollout.engine: serve)")
 
 
 def _reset_prefix_cache(client) -> None:
     """Drop cached prompt blocks: an adapter replaced in place keeps its name and id, so blocks
     computed with the old weights would otherwise be served for the new ones."""
+    _post_needed(client, "/reset_prefix_cache", {},
+                 "has no /reset_prefix_cache, so its prefix cache could serve blocks of the previous "
+                 "weights: start vLLM with VLLM_SERVER_DEV_MODE=1 (which also enables /sleep and "
+                 "/wake_up), or with --no-enable-prefix-caching")
+
+
+def _post_needed(client, path: str, body: dict, missing: str) -> None:
+    """POST a control call the run cannot do without; a server without the route says why."""
     from mathrl.sampling.openai import SamplerError
 
     try:
-        client.post_root("/reset_prefix_cache", {})
+        client.post_root(path, body)
     except SamplerError as err:
         if "HTTP 404" not in str(err):
             raise
-        raise RolloutError(f"{client.base_url}: no /reset_prefix_cache, so its prefix cache could serve "
-                           "blocks of the previous weights: start vLLM with VLLM_SERVER_DEV_MODE=1 (which "
-                           "also enables /sleep and /wake_up), or with --no-enable-prefix-caching") from None
+        raise RolloutError(f"{client.base_url} {missing}") from None
 
 
 def _checked(c: Completion, url: str) -> Completion:
@@ -258,20 +256,7 @@ def rollout_engine(settings: RolloutSettings, model, tokenizer, base_model: str,
     try:
         yield ServerRollouts(replace(settings, engine="server", urls=(url,)), base_model)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the trainer dies, even by SIGKILL (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+        stop(process, grace_s=30)
 
 
 def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
@@ -295,7 +280,7 @@ def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
     log(f"rollout engine: starting {' '.join(command)}")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}"
     while True:  # up when healthy; a failed start is an exit, whatever the machine's speed
         try:
