@@ -141,7 +141,8 @@ class InProcessRollouts:
 
 
 class ServerRollouts:
-    """Samples OpenAI-compatible servers that load the published adapter at run time."""
+    """Samples OpenAI-compatible servers that load each published adapter (or, full fine-tuning,
+    the whole weights) at run time."""
 
     needs_weights = True
 
