@@ -31,9 +31,8 @@ import torch
 
 from mathrl.models import load_model, load_tokenizer
 from mathrl.prompts import PromptProtocol
-from mathrl.sampling import SamplingParams
+from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.tasks import arith
-from mathrl.train.grpo import encode_prompt
 from mathrl.train.rollouts import InProcessRollouts, RolloutSettings, ServerRollouts, publish
 
 
@@ -73,7 +72,7 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, torch.device("cpu"), torch.float32)
     params = SamplingParams(temperature=1.0, max_tokens=args.max_tokens, seed=0, ignore_eos=True)
-    prompts = [encode_prompt(tokenizer, PromptProtocol().messages(p), params)
+    prompts = [encode_prompt(tokenizer, PromptProtocol().messages(p))
                for p in arith.generate("test", args.prompts, seed=0)]
     server, url = (None, args.engine_url) if args.engine_url else start_serve(args.model)
     rows = []

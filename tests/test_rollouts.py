@@ -17,11 +17,10 @@ from recipes import kill_after, logged_steps, run_recipe
 
 from mathrl.models import load_model, load_tokenizer
 from mathrl.prompts import PromptProtocol
-from mathrl.sampling import SamplingParams
+from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.sampling.hf import HFSampler
 from mathrl.serve import make_server
 from mathrl.tasks import arith
-from mathrl.train.grpo import encode_prompt
 from mathrl.train.rollouts import (
     KEEP_PUBLISHED,
     PolicyRef,
@@ -51,7 +50,7 @@ def _adapter(folder, seed):
 def prompts():
     tokenizer = load_tokenizer("tiny")
     problems = arith.generate("test", 3, seed=1, levels=[1, 2])
-    return [encode_prompt(tokenizer, PromptProtocol().messages(p), GREEDY) for p in problems]
+    return [encode_prompt(tokenizer, PromptProtocol().messages(p)) for p in problems]
 
 
 @pytest.fixture()

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mathrl.sampling import Sampler, SamplingParams
+from mathrl.sampling import Sampler, SamplingParams, encode_prompt
 
 
 class _BadRequest(Exception):
@@ -107,9 +107,8 @@ def _prompt(path: str, body: dict, tokenizer, limits: Limits) -> list[int]:
                                   "assistant) and a string content")
         kwargs = body.get("chat_template_kwargs") or {}
         # Rendered here, once: its length is checked, and the sampler takes the ids as they are.
-        prompt = list(tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in messages], add_generation_prompt=True,
-            tokenize=True, return_dict=False, enable_thinking=bool(kwargs.get("enable_thinking", True))))
+        prompt = encode_prompt(tokenizer, [{"role": m["role"], "content": m["content"]} for m in messages],
+                               bool(kwargs.get("enable_thinking", True)))
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, str) and prompt:
@@ -145,6 +144,7 @@ class Policies:
         self.sampler, self.base_name, self.enable_lora = sampler, base_name, enable_lora
         self.adapters: dict[str, str] = {}  # name -> the folder it was loaded from
         self.sleeping = False
+        self._device = None  # where the weights go back to on wake_up (a GPU's, while asleep)
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -241,7 +241,7 @@ class Policies:
 
     def wake_up(self) -> None:
         with self._lock:
-            if getattr(self, "_device", None) is not None:
+            if self._device is not None:
                 self.sampler.model.to(self._device)
                 self._device = None
             self.sleeping = False

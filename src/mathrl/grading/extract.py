@@ -105,7 +105,7 @@ def final_boxes(text: str) -> str | None:
     >>> final_boxes(r"$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$")
     '(2, 2), (6, 2)'
     """
-    group = _final_group(boxes(text), text)
+    group = _group(boxes(text), text)
     return _join(group) if group else None
 
 
@@ -126,16 +126,19 @@ def _connects(gap: str) -> bool:
     return len(words) <= MAX_CONNECTOR_WORDS and any(w.lower() in _CONNECTOR_WORDS for w in words)
 
 
-def _final_group(spans: list[Span], text: str) -> list[Span]:
-    """The last span and those before it that connect to it, in order."""
+def _group(spans: list[Span], text: str, last: bool = True) -> list[Span]:
+    """The last (or first) span and the spans joined to it by connecting gaps, in order."""
     if not spans:
         return []
-    group = [spans[-1]]
-    for span in reversed(spans[:-1]):
-        if not _connects(text[span[1]:group[0][0]]):
-            break
-        group.insert(0, span)
-    return group
+    if last:
+        i = len(spans) - 1
+        while i > 0 and _connects(text[spans[i - 1][1]:spans[i][0]]):
+            i -= 1
+        return spans[i:]
+    j = 0
+    while j + 1 < len(spans) and _connects(text[spans[j][1]:spans[j + 1][0]]):
+        j += 1
+    return spans[:j + 1]
 
 
 def _join(group: list[Span]) -> str:
@@ -227,7 +230,7 @@ def last_math(text: str) -> str | None:
         pass
     if number is not None and (not spans or number.start() > spans[-1][0]):
         return number.group()
-    group = _final_group(spans, text)
+    group = _group(spans, text)
     return _join(group) if group else None
 
 
@@ -245,7 +248,7 @@ def _last_statement(text: str) -> tuple[int, str] | None:
         return start, boxed
     spans = math_spans(line)
     if spans and not line[:spans[0][0]].strip():  # "is $X$ and $Y$. I hope it is correct."
-        return start, _join(_final_group_from_start(spans, line))
+        return start, _join(_group(spans, line, last=False))
     sentence = _SENTENCE_END.split(line, 1)[0].strip()
     if not sentence:
         return None
@@ -253,16 +256,6 @@ def _last_statement(text: str) -> tuple[int, str] | None:
         return start, sentence.strip("$ ").rstrip(".")
     answer = last_math(sentence)
     return (start, answer) if answer is not None else None
-
-
-def _final_group_from_start(spans: list[Span], text: str) -> list[Span]:
-    """The first span and the spans that connect to it, in order."""
-    group = [spans[0]]
-    for span in spans[1:]:
-        if not _connects(text[group[-1][1]:span[0]]):
-            break
-        group.append(span)
-    return group
 
 
 def _is_bare_math(sentence: str) -> bool:
@@ -297,7 +290,7 @@ def extract_answer(response: str, mode: str = "boxed") -> str | None:
         return final_boxes(text)
     if mode == "gsm8k":
         return extract_gsm8k(text) or extract_answer_is(text) or last_number(text)
-    group = _final_group(boxes(text), text)
+    group = _group(boxes(text), text)
     statement = _last_statement(text)
     if group and (statement is None or group[-1][0] > statement[0]):
         return _join(group)

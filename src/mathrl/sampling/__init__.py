@@ -35,6 +35,14 @@ class SamplingParams:
         return self.temperature <= GREEDY_TEMPERATURE
 
 
+def encode_prompt(tokenizer, messages: list[dict[str, str]], enable_thinking: bool = True) -> list[int]:
+    """A chat's token ids, rendered by ``tokenizer``'s chat template with the generation prompt.
+    Every sampler and the trainer use this one rendering, so the loss scores exactly the tokens
+    a sampler saw."""
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                              return_dict=False, enable_thinking=enable_thinking))
+
+
 class Sampler(Protocol):
     def sample(self, prompts: Sequence[Prompt], n: int,
                params: SamplingParams) -> list[list[Completion]]:

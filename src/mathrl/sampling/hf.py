@@ -8,7 +8,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from mathrl.sampling import Prompt, SamplingParams
+from mathrl.sampling import Prompt, SamplingParams, encode_prompt
 from mathrl.types import Completion
 
 
@@ -37,9 +37,7 @@ class HFSampler:
     def encode(self, prompt: Prompt, params: SamplingParams) -> list[int]:
         if prompt and isinstance(prompt[0], int):
             return list(prompt)
-        return list(self.tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=False,
-            enable_thinking=params.enable_thinking))
+        return encode_prompt(self.tokenizer, prompt, params.enable_thinking)
 
     def sample(self, prompts: Sequence[Prompt], n: int,
                params: SamplingParams) -> list[list[Completion]]:

@@ -28,7 +28,7 @@ import torch
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
 from mathrl.prompts import PromptProtocol
-from mathrl.sampling import SamplingParams
+from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.sampling.chunked import chunk_seed
 from mathrl.train.batching import plan_micro_batches
 from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs, token_logprobs_and_entropy
@@ -44,7 +44,7 @@ from mathrl.train.rl import (
     make_loss,
     token_weight,
 )
-from mathrl.train.rollouts import RolloutSettings, publish, rollout_engine, staleness
+from mathrl.train.rollouts import RolloutSettings, publish, rollout_engine
 from mathrl.train.runs import EvalSettings, TrainRun
 from mathrl.train.schedule import Schedule, lr_multiplier
 from mathrl.types import Group, Problem
@@ -244,8 +244,8 @@ def train_grpo(
                 engine.load(publish(run.model, run.out_dir, step, engine.needs_weights))
             t_published = time.perf_counter()
             batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
-            prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name), params)
-                       for p in batch}
+            prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name),
+                                           cfg.prompt.thinking) for p in batch}
             step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
             completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
             sampled_by = engine.version
@@ -264,7 +264,7 @@ def train_grpo(
             last["time/publish_s"] = t_published - t0
             last["time/sampling_s"] = t1 - t_published
             last["rollout/policy_version"] = sampled_by
-            last["rollout/staleness"] = staleness([sampled_by] * len(groups), step - 1)
+            last["rollout/staleness"] = (step - 1) - sampled_by  # optimizer steps behind the trained weights
             run.sink.log(last, step=step)
             if progress:
                 progress(step, total_steps, last)
@@ -278,13 +278,6 @@ def train_grpo(
     if "efficiency" in cfg.rewards:
         efficiency.save(run.out_dir / EFFICIENCY_FILE)
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})
-
-
-def encode_prompt(tokenizer, messages: list[dict[str, str]], params: SamplingParams) -> list[int]:
-    """The prompt's token ids, rendered by the trainer's tokenizer: every engine samples these
-    exact ids, so the loss scores the same tokens the sampler saw."""
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                              return_dict=False, enable_thinking=params.enable_thinking))
 
 
 def reference_policy(model, new_adapter: bool) -> Callable[[], contextlib.AbstractContextManager]:

@@ -321,8 +321,3 @@ def publish(model, out_dir: Path, version: int, needs_weights: bool) -> PolicyRe
     for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:
         shutil.rmtree(old, ignore_errors=True)
     return PolicyRef(version, final, kind)
-
-
-def staleness(group_versions: Sequence[int], step: int) -> float:
-    """Mean optimizer steps between the weights that sampled each group and those it trains."""
-    return sum(step - v for v in group_versions) / len(group_versions) if group_versions else 0.0
