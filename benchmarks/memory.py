@@ -72,7 +72,7 @@ def worker(args) -> dict:
     import mathrl.train.grpo as grpo
     import mathrl.train.sft as sft
     from mathrl.device import choose_dtype
-    from mathrl.train.policy import set_activation_checkpointing
+    from mathrl.train.policy import LogprobForward, set_activation_checkpointing
     from mathrl.train.rl import make_loss
 
     device = torch.device(args.device)
@@ -85,8 +85,9 @@ def worker(args) -> dict:
     variant = args.worker
     set_activation_checkpointing(model, variant == "chunked+ckpt")
     if variant == "full-logits":  # the same loops, with the old log-probability code
-        grpo.token_logprobs_and_entropy = full_logits_logprobs
-        sft.token_logprobs = lambda *a, **k: full_logits_logprobs(*a, entropy=False, **k)[0]
+        import mathrl.train.policy as policy
+
+        policy.token_logprobs_and_entropy = full_logits_logprobs  # what LogprobForward calls
     vocab = min(model.config.vocab_size, 30_000)
     generator = torch.Generator().manual_seed(0)
     n, prompt, tokens = args.sequences, args.prompt_tokens, args.tokens
@@ -101,14 +102,14 @@ def worker(args) -> dict:
             ]
             cfg = grpo.GRPOConfig(model="tiny", dataset="arith_train", micro_batch_size=n, max_tokens=tokens)
             grpo.accumulate_gradients(
-                model, seqs, tokenizer.pad_token_id, device, make_loss(cfg.loss), None, cfg
+                LogprobForward(model), seqs, tokenizer.pad_token_id, device, make_loss(cfg.loss), None, cfg
             )
         else:
             examples = [
                 sft.Example(tuple(row.tolist()), tuple([False] * prompt + [True] * tokens)) for row in ids
             ]
             cfg = sft.SFTConfig(model="tiny", data=("-",), micro_batch_size=n, max_length=prompt + tokens)
-            sft.accumulate_gradients(model, examples, tokenizer.pad_token_id, device, cfg)
+            sft.accumulate_gradients(LogprobForward(model), examples, tokenizer.pad_token_id, device, cfg)
 
     if device.type == "cuda":
         step()  # warm-up: kernels and allocator

@@ -11,6 +11,7 @@ import torch
 from mathrl.models import load_model
 from mathrl.train.grpo import GRPOConfig, Rollout, accumulate_gradients, reference_policy
 from mathrl.train.policy import (
+    LogprobForward,
     LoraSettings,
     load_policy,
     set_activation_checkpointing,
@@ -138,7 +139,7 @@ def test_grpo_gradient_is_the_same_for_every_micro_batch_plan(normalization, tis
             tis_cap=cap, tis_level=tis or "token", **plan
         )
         model = _policy()
-        out = accumulate_gradients(model, seqs, 0, CPU, loss_fn, None, cfg)
+        out = accumulate_gradients(LogprobForward(model), seqs, 0, CPU, loss_fn, None, cfg)
         grads.append(_grads(model))
         micro_counts.append(out["train/micro_batches"])
         if tis:
@@ -175,7 +176,7 @@ def test_sft_gradient_is_the_same_for_every_micro_batch_plan_and_with_packing():
     for plan in plans:
         cfg = SFTConfig(model="tiny", data=("x.jsonl",), **plan)
         model = _policy()
-        loss, n_target, n_micro = sft_gradients(model, batch, 0, CPU, cfg)
+        loss, n_target, n_micro = sft_gradients(LogprobForward(model), batch, 0, CPU, cfg)
         grads.append(_grads(model))
         losses.append(loss)
         counts.append(n_micro)

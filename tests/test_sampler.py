@@ -115,3 +115,37 @@ def test_token_id_prompts_are_used_as_given(tiny):
 def test_count_thinking_tokens(ids, expected):
     assert count_thinking_tokens(ids, 7, 8) == expected
     assert count_thinking_tokens(ids, None, None) == 0
+
+
+def test_a_prompts_samples_depend_on_the_seed_and_prompt_alone(tiny):
+    """Counter-based draws: the same prompt gives the same samples whatever it is batched with,
+    whatever the batch size, in whatever order, so a batch split over processes samples what one
+    process would."""
+    model, tokenizer = tiny
+    prompts = [PromptProtocol().messages(p) for p in PROBLEMS]
+    params = SamplingParams(temperature=1.0, max_tokens=48, seed=7)
+    whole = HFSampler(model, tokenizer, batch_size=24).sample(prompts, 4, params)
+    small = HFSampler(model, tokenizer, batch_size=4).sample(prompts, 4, params)
+    share = HFSampler(model, tokenizer, batch_size=24).sample(prompts[4:0:-2], 4, params)
+    ids = [[c.token_ids for c in g] for g in whole]
+    assert [[c.token_ids for c in g] for g in small] == ids
+    assert [[c.token_ids for c in g] for g in share] == [ids[4], ids[2]]
+    assert len({c for g in ids for c in g}) > len(PROBLEMS)  # the samples of a prompt differ
+    twice = HFSampler(model, tokenizer, batch_size=24).sample([prompts[0], prompts[0]], 4, params)
+    assert [[c.token_ids for c in g] for g in twice][0] == ids[0]
+    assert twice[0] != twice[1]  # a prompt given twice is two draws, not one repeated
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    from mathrl.sampling.hf import _draw, _uniform
+
+    logits_S_V = torch.tensor([[0.0, 1.0, 2.0, float("-inf"), 0.5]]).repeat(40_000, 1)
+    seeds_S = torch.arange(40_000)
+    token_S, logp_S = _draw(logits_S_V, SamplingParams(temperature=1.0), _uniform(seeds_S, seeds_S * 7, 3))
+    freq = torch.bincount(token_S, minlength=5).double() / 40_000
+    want = torch.softmax(logits_S_V[0], -1).double()
+    assert freq[3] == 0  # a masked token is never drawn
+    assert torch.allclose(freq, want, atol=0.01)
+    assert torch.allclose(logp_S, torch.log(want.float())[token_S])
+    u = _uniform(seeds_S, seeds_S, 0)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01

@@ -11,6 +11,7 @@ from recipes import kill_after, logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.errors import UserError
+from mathrl.train.policy import LogprobForward
 from mathrl.train.sft import Example, assistant_mask, collate, epoch_batches, micro_batches, sft_loss_sum
 
 CHAT = [
@@ -71,7 +72,7 @@ def test_only_assistant_tokens_get_gradient(tiny):
 
     handle = model.get_decoder().register_forward_hook(keep_hidden)
     try:
-        sft_loss_sum(model, batch).backward()
+        sft_loss_sum(LogprobForward(model), batch).backward()
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)

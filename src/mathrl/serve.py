@@ -20,8 +20,9 @@ requests, so no stale entry can be served) complete the set.
 
 Concurrent requests with the same model and sampling parameters are decoded together: one worker takes
 the oldest request and every waiting request with equal parameters (up to ``max_batch``
-prompts) into one sampler call. As with vLLM, a seeded request's samples then depend on what it
-was batched with; a client that sends one request at a time always gets the same answer.
+prompts) into one sampler call. The in-process sampler draws each row's random numbers from its
+own seed, prompt and sample index, so a seeded request gets the same samples whatever it is
+batched with.
 """
 
 from __future__ import annotations

@@ -47,9 +47,13 @@ def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
 
     from mathrl.config import load_config
     from mathrl.console import make_console
+    from mathrl.distributed import from_env
 
     cfg = load_config(config_class, args.config, args.overrides)
     out = args.out or default_run_dir(args.config)
+    if from_env()[0] != 0:  # under torchrun, rank 0 alone shows progress and the closing line
+        train(cfg, out, log=lambda line: None)
+        return 0
     console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=True) as bar:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +22,12 @@ class HFSampler:
     ``batch_size`` counts sequences (prompts x n) decoded together. Logprobs are those of the
     distribution each token was drawn from (after temperature, top-k, top-p); for greedy
     decoding they are the model's own (temperature 1) logprobs.
+
+    Each row's random numbers are a function of the seed, its prompt's tokens and its sample
+    index (:func:`row_seeds`), drawn by a counter-based hash rather than one generator shared by
+    the batch: a prompt's samples do not depend on what it is batched with, on ``batch_size``,
+    or on which process samples it, so a run split over several processes samples exactly what
+    one process would.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -45,19 +53,19 @@ class HFSampler:
         if params.greedy and n > 1:
             # Greedy samples are all the same sequence: decode it once.
             return [group * n for group in self.sample(encoded, 1, params)]
-        generator = torch.Generator(self.device)
         # Unseeded calls draw their seed from torch's global RNG: reproducible under seed_everything.
-        generator.manual_seed(params.seed if params.seed is not None
-                              else int(torch.randint(0, 2**62, (1,)).item()))
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        seeds = row_seeds(seed, encoded, n)
         per_batch = max(1, self.batch_size // n)
         out: list[list[Completion]] = []
         for start in range(0, len(encoded), per_batch):
-            out.extend(self._sample_batch(encoded[start:start + per_batch], n, params, generator))
+            out.extend(self._sample_batch(encoded[start:start + per_batch], n, params,
+                                          seeds[start * n:(start + per_batch) * n]))
         return out
 
     @torch.inference_mode()
     def _sample_batch(self, prompt_ids: list[list[int]], n: int, params: SamplingParams,
-                      generator: torch.Generator) -> list[list[Completion]]:
+                      seeds: list[int]) -> list[list[Completion]]:
         device, pad = self.device, self.tokenizer.pad_token_id
         width = max(len(p) for p in prompt_ids)
         input_ids_B_P = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)
@@ -80,9 +88,13 @@ class HFSampler:
         logprobs_S_T = torch.zeros((n_rows, max_new), device=device)
         next_position_S = positions_B_P[:, -1] + 1
         live_S = torch.arange(n_rows, device=device)  # original row of each live row
+        # Each row's 64-bit seed as two 32-bit halves (int64 tensors: the hash stays in range).
+        seed_lo_S = torch.tensor([s & _M32 for s in seeds], device=device)
+        seed_hi_S = torch.tensor([s >> 32 for s in seeds], device=device)
         stop_ids = torch.tensor([] if params.ignore_eos else self.stop_ids, device=device, dtype=torch.long)
         for step in range(max_new):
-            token_S, logprob_S = _draw(logits_S_V, params, generator)
+            uniform_S = _uniform(seed_lo_S[live_S], seed_hi_S[live_S], step)
+            token_S, logprob_S = _draw(logits_S_V, params, uniform_S)
             tokens_S_T[live_S, step] = token_S
             logprobs_S_T[live_S, step] = logprob_S
             done_S = torch.isin(token_S, stop_ids)
@@ -130,9 +142,51 @@ class HFSampler:
             prompt_n_tokens=prompt_n_tokens)
 
 
+def row_seeds(seed: int, prompts: Sequence[Sequence[int]], n: int) -> list[int]:
+    """A 64-bit seed per row (prompt i's sample j at ``i * n + j``): a hash of the call's seed,
+    the prompt's tokens, which occurrence of that prompt in the call it is, and ``j``."""
+    seen: Counter = Counter()
+    out = []
+    for ids in prompts:
+        key = tuple(ids)
+        occurrence, seen[key] = seen[key], seen[key] + 1
+        prefix = hashlib.blake2b(f"{seed}/{occurrence}/".encode() + repr(key).encode(), digest_size=16)
+        for j in range(n):
+            digest = prefix.copy()
+            digest.update(f"/{j}".encode())
+            out.append(int.from_bytes(digest.digest()[:8], "little"))
+    return out
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x * c mod 2**32`` for ``0 <= x, c < 2**32`` in int64 without overflow (16-bit halves)."""
+    return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons): a 32-bit integer hash with full avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _uniform(seed_lo_S: torch.Tensor, seed_hi_S: torch.Tensor, step: int) -> torch.Tensor:
+    """One uniform in [0, 1) per row for decode step ``step``, 53 bits from two hashes of
+    (row seed, step): counter-based, so a row's draws never depend on the other rows."""
+    a = _hash32(seed_lo_S ^ _hash32(seed_hi_S ^ (2 * step)))
+    b = _hash32(seed_hi_S ^ _hash32(seed_lo_S ^ (2 * step + 1)))
+    return ((a >> 6) * 2**27 + (b >> 5)).double() / 2**53
+
+
 def _draw(logits_S_V: torch.Tensor, params: SamplingParams,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row and its logprob under the distribution it was drawn from."""
+          uniform_S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its logprob under the distribution it was drawn from (inverse CDF
+    at the row's own uniform)."""
     if params.greedy:
         token_S = logits_S_V.argmax(-1)
         return token_S, torch.log_softmax(logits_S_V, -1).gather(-1, token_S[:, None])[:, 0]
@@ -146,7 +200,10 @@ def _draw(logits_S_V: torch.Tensor, params: SamplingParams,
         drop = cumulative - sorted_S_V.softmax(-1) >= params.top_p  # keep the token that crosses p
         scores_S_V = scores_S_V.masked_fill(drop.scatter(-1, order_S_V, drop), float("-inf"))
     logprobs_S_V = torch.log_softmax(scores_S_V, -1)
-    token_S = torch.multinomial(logprobs_S_V.exp(), 1, generator=generator)[:, 0]
+    cdf_S_V = logprobs_S_V.exp().double().cumsum(-1)  # fp64: exact enough over a 152k vocabulary
+    # The first token whose CDF passes u (a token of probability 0 never does).
+    token_S = torch.searchsorted(cdf_S_V, (uniform_S * cdf_S_V[:, -1])[:, None], right=True)[:, 0]
+    token_S = token_S.clamp(max=cdf_S_V.shape[-1] - 1)
     return token_S, logprobs_S_V.gather(-1, token_S[:, None])[:, 0]
 
 

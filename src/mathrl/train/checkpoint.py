@@ -26,22 +26,31 @@ def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's generators: Python, NumPy, torch's CPU one and its current GPU's."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dict, keep: int = 0) -> Path:
-    """Write weights and ``state`` for ``step``; keep only the newest ``keep`` (0 = all)."""
+def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dict, keep: int = 0,
+                    weights: dict | None = None) -> Path:
+    """Write weights and ``state`` for ``step``; keep only the newest ``keep`` (0 = all).
+    ``weights``: the model's state dict when the module itself does not hold it whole (gathered
+    from FSDP shards)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
     if not hasattr(model, "peft_config"):  # a full model folder is loadable only with its tokenizer
         tokenizer.save_pretrained(tmp)
     torch.save({"step": step, "rng": rng_state(), **state}, tmp / STATE_FILE)
@@ -72,8 +81,31 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_state(checkpoint: Path) -> dict:
-    # Our own files: optimizer tensors, RNG states (numpy arrays, tuples), plain numbers.
-    return torch.load(checkpoint / STATE_FILE, weights_only=False)
+    # Our own files: optimizer tensors, RNG states (numpy arrays, tuples), plain numbers. Memory-
+    # mapped: a rank of a sharded run reads only its shard of the optimizer state.
+    return torch.load(checkpoint / STATE_FILE, weights_only=False, mmap=True)
+
+
+def optimizer_state(model, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's whole state keyed by parameter name, as one process holds it: the same
+    file whether one process, DDP or FSDP (gathered from the shards) wrote it, so a checkpoint
+    resumes on any number of processes. A collective under FSDP: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Restore :func:`optimizer_state`'s dict (each FSDP rank keeps its shard), or the
+    parameter-index dict older checkpoints hold."""
+    if all(isinstance(k, int) for k in state.get("state", {})) and "param_groups" in state and all(
+            isinstance(p, int) for g in state["param_groups"] for p in g["params"]):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def load_weights_into(model, checkpoint: Path) -> None:
@@ -90,10 +122,24 @@ def load_weights_into(model, checkpoint: Path) -> None:
         weights = {}
         for f in files:
             weights.update(load_file(f))
-        missing, _ = model.load_state_dict(weights, strict=False)
+        if _is_sharded(model):  # FSDP: each rank keeps its shard of the whole tensors
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            wanted = set(model.state_dict())
+            missing = [k for k in wanted if k not in weights]
+            set_model_state_dict(model, {k: v for k, v in weights.items() if k in wanted},
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        else:
+            missing, _ = model.load_state_dict(weights, strict=False)
         # Tied weights (lm_head = embeddings) are saved once; anything else missing is an error.
         missing = [
             m for m in missing if m not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in m
         ]
         if missing:
             raise RuntimeError(f"{checkpoint}: missing weights {missing[:5]}")
+
+
+def _is_sharded(model) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())

@@ -8,6 +8,10 @@ itself (and its deviations from the paper) is in :mod:`mathrl.train.rl`.
 
 Resuming is exact: problem order is a function of (seed, epoch), the sampling seed a function of
 (seed, step), and checkpoints hold weights, optimizer, RNG states and the efficiency record.
+
+Under torchrun each rank samples, grades and trains on its share of the step's groups (whole
+groups, so advantages need no communication); token weights come from counts summed over the
+ranks, so the update is the one-process update of the global batch (:mod:`mathrl.distributed`).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from typing import Literal
 import torch
 
 from mathrl.data import load_dataset
+from mathrl.distributed import SINGLE, Dist, accumulation, idle_backward, session
 from mathrl.errors import UserError
 from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.sampling.chunked import chunk_seed
 from mathrl.train.batching import plan_micro_batches
-from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs, token_logprobs_and_entropy
+from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs
 from mathrl.train.rewards import REWARD_NAMES, EfficiencyState, grade_group
 from mathrl.train.rl import (
     LossName,
@@ -209,8 +214,18 @@ def train_grpo(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> dict:
-    """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics."""
-    run = TrainRun(Path(out_dir), cfg, log)
+    """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics
+    (on every rank under torchrun; evals only on rank 0)."""
+    with session(cfg.device) as dist:
+        return _train(cfg, Path(out_dir), log, progress, dist)
+
+
+def _train(cfg: GRPOConfig, out_dir: Path, log, progress, dist: Dist) -> dict:
+    if dist.enabled and cfg.finetune == "full" and cfg.kl_coef > 0:
+        raise UserError("kl_coef > 0 with full fine-tuning keeps a frozen copy of the model, which "
+                        "several processes do not shard yet: run it in one process, or with LoRA")
+    run = TrainRun(out_dir, cfg, log, dist)
+    log = run.log
     dataset = load_dataset(
         cfg.dataset, cfg.data_dir, levels=cfg.levels, num_problems=cfg.num_problems, seed=cfg.seed,
         shuffle_seed=cfg.shuffle_seed,
@@ -232,7 +247,7 @@ def train_grpo(
     reference = (reference_policy(run.model, cfg.finetune == "lora" and cfg.adapter is None)
                  if cfg.kl_coef > 0 else None)
     engine_ctx = rollout_engine(cfg.rollout, run.model, run.tokenizer, cfg.model, cfg.sampler_batch_size,
-                                cfg.lora.rank, log)
+                                cfg.lora.rank, log, dist)
     with engine_ctx as engine:  # a server it started stops with the block, before the final eval
         params = SamplingParams(
             temperature=cfg.temperature, max_tokens=cfg.max_tokens, enable_thinking=cfg.prompt.thinking
@@ -241,41 +256,54 @@ def train_grpo(
         while step < total_steps:
             t0 = time.perf_counter()
             if engine.version != step:  # publish -> load: the engine samples the weights of this step
-                engine.load(publish(run.model, run.out_dir, step, engine.needs_weights))
+                engine.load(publish(run.model, run.out_dir, step, engine.needs_weights, run.full_weights,
+                                    dist))
+                dist.barrier()  # a pool shared by the ranks is loaded (by rank 0) before any samples
             t_published = time.perf_counter()
             batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
+            batch = [batch[i] for i in dist.share(len(batch))]  # this rank's whole groups
             prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name),
                                            cfg.prompt.thinking) for p in batch}
+            # A prompt's samples depend on this seed and the prompt alone, not on the rank.
             step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
-            completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
+            with run.gathered():
+                completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
             sampled_by = engine.version
+            dist.barrier()  # a shared engine sleeps once every rank has its samples
             engine.sleep()  # the engine's memory is the trainer's until the next publish
             t1 = time.perf_counter()
             groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
+            if dist.enabled:  # the shortest correct lengths each rank saw, for every rank's record
+                seen = {p.id: efficiency.best[p.id] for p in batch if p.id in efficiency.best}
+                for best in dist.gather(seen):
+                    efficiency.best.update(best)
             kept = [g for g in groups if not is_constant(g.rewards)]
             t2 = time.perf_counter()
             lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if kept else {}
+            any_kept = dist.sum([len(kept)])[0] > 0  # a rank with none still joins the others' update
+            update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if any_kept else {}
             step += 1
             t3 = time.perf_counter()
-            last = _step_metrics(groups, kept, update, lr, (t0, t1, t2, t3))
+            all_groups = _gather_groups(groups, dist)
+            last = _step_metrics(all_groups, int(dist.sum([len(kept)])[0]), update, lr, (t0, t1, t2, t3))
             last["time/publish_s"] = t_published - t0
             last["time/sampling_s"] = t1 - t_published
             last["rollout/policy_version"] = sampled_by
             last["rollout/staleness"] = (step - 1) - sampled_by  # optimizer steps behind the trained weights
             run.sink.log(last, step=step)
-            if progress:
+            if progress and dist.main:
                 progress(step, total_steps, last)
             extra = {"efficiency": dict(efficiency.best)}
             if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
                 run.save(step, optimizer, extra)
-                efficiency.save(run.out_dir / EFFICIENCY_FILE)
+                if dist.main:
+                    efficiency.save(run.out_dir / EFFICIENCY_FILE)
             if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps and cfg.eval.benchmarks:
                 run.evaluate(run.out_dir / "eval_steps" / f"step_{step:06d}", step)
         engine.wake()  # leave a user's server as it was found
-    if "efficiency" in cfg.rewards:
+    if "efficiency" in cfg.rewards and dist.main:
         efficiency.save(run.out_dir / EFFICIENCY_FILE)
     return run.finish(total_steps, optimizer, last, {"efficiency": dict(efficiency.best)})
 
@@ -311,32 +339,37 @@ def _update(
     """One optimizer step on the completions of ``groups``; returns loss diagnostics."""
     seqs = rollout_sequences(groups, prompts)
     pad_id = run.tokenizer.pad_token_id
-    out = accumulate_gradients(run.model, seqs, pad_id, run.device, loss_fn, reference, cfg)
+    out = accumulate_gradients(run.forward, seqs, pad_id, run.device, loss_fn, reference, cfg, run.dist)
     out["train/grad_norm"] = run.clip_and_step(optimizer)
     return out
 
 
-def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: torch.device, loss_fn,
-                         reference, cfg: GRPOConfig) -> dict:
+def accumulate_gradients(forward, seqs: Sequence[Rollout], pad_id: int, device: torch.device, loss_fn,
+                         reference, cfg: GRPOConfig, dist: Dist = SINGLE) -> dict:
     """Forward and backward over ``seqs`` in micro-batches (``micro_batch_size`` sequences and
     ``micro_batch_tokens`` padded tokens at most), leaving the batch's gradient in ``.grad``.
     Every token's weight is fixed for the whole batch, so any micro-batch plan gives the same
-    gradient. Returns the loss diagnostics."""
+    gradient. ``forward`` is a :class:`~mathrl.train.policy.LogprobForward` (as ``dist`` wraps
+    it); under torchrun ``seqs`` is this rank's share and the weights count every rank's tokens,
+    so the reduced gradient is the global batch's. Returns the loss diagnostics (global)."""
     lengths = [len(s.input_ids) - s.prompt_len for s in seqs]
-    total_tokens = sum(lengths)
+    n_seqs, total_tokens = (int(x) for x in dist.sum([len(seqs), sum(lengths)]))
     sums = {"loss": 0.0, "kl_sampler": 0.0, "kl_sampler_k3": 0.0, "entropy": 0.0, "clipped": 0.0,
             "kl_ref": 0.0, "truncated": 0.0}
     plan = plan_micro_batches([len(s.input_ids) for s in seqs], cfg.micro_batch_size, cfg.micro_batch_tokens)
-    for idx in plan:
+    for idx in accumulation(forward, plan, dist):
+        if idx is None:
+            idle_backward(forward, device)
+            continue
         batch = collate_rollouts([seqs[i] for i in idx], pad_id, device)
         mask_B_T = batch["loss_B_T"]
         weights_B = torch.tensor(
-            [token_weight(lengths[i], len(seqs), total_tokens, cfg.max_tokens, cfg.normalization)
+            [token_weight(lengths[i], n_seqs, total_tokens, cfg.max_tokens, cfg.normalization)
              for i in idx],
             device=device,
         )
-        logp_B_T, entropy_B_T = token_logprobs_and_entropy(
-            model, batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature,
+        logp_B_T, entropy_B_T = forward(
+            batch["input_ids_B_T"], batch["attention_B_T"], cfg.temperature,
             target_B_T=mask_B_T, chunk_tokens=cfg.logprob_chunk_tokens,
         )
         ref_logp_B_T = None
@@ -348,7 +381,7 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
                 )
         terms = loss_fn(logp_B_T, batch["sampler_logp_B_T"], batch["advantage_B"], ref_logp_B_T, mask_B_T)
         loss = (terms.loss_B_T * mask_B_T * weights_B[:, None]).sum()
-        loss.backward()
+        (loss * dist.world_size).backward()  # the gradient reduction averages; this makes it a sum
         with torch.no_grad():
             diff_B_T = (batch["sampler_logp_B_T"] - logp_B_T.detach()) * mask_B_T
             sums["loss"] += loss.item()
@@ -362,15 +395,16 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
             sums["clipped"] += (terms.clipped_B_T & mask_B_T).sum().item()
             if terms.kl_B_T is not None:
                 sums["kl_ref"] += (terms.kl_B_T * mask_B_T).sum().item()
+    sums = dict(zip(sums, dist.sum(list(sums.values())), strict=True))
     out = {
         "train/loss": sums["loss"],
         "train/entropy": sums["entropy"] / total_tokens,
         "train/kl_sampler_trainer": sums["kl_sampler"] / total_tokens,
         "train/kl_sampler_trainer_k3": sums["kl_sampler_k3"] / total_tokens,
         "train/clip_fraction": sums["clipped"] / total_tokens,
-        "train/sequences": len(seqs),
+        "train/sequences": n_seqs,
         "train/tokens": total_tokens,
-        "train/micro_batches": len(plan),
+        "train/micro_batches": int(dist.sum([len(plan)])[0]),
     }
     if reference is not None:
         out["train/kl_reference"] = sums["kl_ref"] / total_tokens
@@ -379,9 +413,19 @@ def accumulate_gradients(model, seqs: Sequence[Rollout], pad_id: int, device: to
     return out
 
 
+def _gather_groups(groups: list[Group], dist: Dist) -> list[Group]:
+    """Every rank's groups, in rank order (the global batch's order), for the step's metrics;
+    without token ids and logprobs, which the metrics do not read."""
+    if not dist.enabled:
+        return groups
+    slim = [replace(g, completions=tuple(replace(c, token_ids=(), logprobs=(), n_tokens=c.n_tokens)
+                                         for c in g.completions)) for g in groups]
+    return [g for part in dist.gather(slim) for g in part]
+
+
 def _step_metrics(
     groups: Sequence[Group],
-    kept: Sequence[Group],
+    n_kept: int,
     update: dict,
     lr: float,
     times: tuple[float, float, float, float],
@@ -395,7 +439,7 @@ def _step_metrics(
         "groups/all_correct": outcomes.count("all_correct") / len(groups),
         "groups/all_wrong": outcomes.count("all_wrong") / len(groups),
         "groups/mixed": outcomes.count("mixed") / len(groups),
-        "groups/skipped_constant": len(groups) - len(kept),
+        "groups/skipped_constant": len(groups) - n_kept,
         "tokens/mean": statistics.fmean(tokens),
         "tokens/max": max(tokens),
         "tokens/thinking_mean": statistics.fmean(c.n_thinking_tokens for c in completions),

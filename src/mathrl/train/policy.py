@@ -171,6 +171,22 @@ def token_logprobs_and_entropy(
     return logprobs_B_T, entropy_B_T
 
 
+class LogprobForward(torch.nn.Module):
+    """:func:`token_logprobs_and_entropy` of ``model`` as a module, the one call the trainers
+    make: DDP and FSDP act on a module's forward (DDP readies its gradient reduction there, FSDP
+    gathers the root's weights), so this is what several processes wrap."""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids_B_T, attention_B_T, temperature: float = 1.0, entropy: bool = True,
+                target_B_T=None, position_ids_B_T=None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+        return token_logprobs_and_entropy(self.model, input_ids_B_T, attention_B_T, temperature, entropy,
+                                          target_B_T=target_B_T, position_ids_B_T=position_ids_B_T,
+                                          chunk_tokens=chunk_tokens)
+
+
 def _compute_precision(frozen_weight: torch.Tensor):
     """Mixed precision the usual way: with bf16/fp16 base weights, run the forward under autocast
     in that dtype, so the fp32 LoRA weights (and their optimizer state) stay fp32 while their

@@ -30,12 +30,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
+from mathrl.distributed import SINGLE, Dist
 from mathrl.errors import UserError
 from mathrl.processes import die_with_parent, stop
 from mathrl.sampling import SamplingParams
@@ -146,10 +147,11 @@ class ServerRollouts:
 
     needs_weights = True
 
-    def __init__(self, settings: RolloutSettings, base_model: str):
+    def __init__(self, settings: RolloutSettings, base_model: str, owner: bool = True):
         from mathrl.sampling.openai import OpenAISampler
 
-        self.settings = settings
+        # A pool shared by several trainer processes is loaded, put to sleep and woken by one.
+        self.settings, self.owner = settings, owner
         key = os.environ.get("OPENAI_API_KEY")  # never in the recipe: config.yaml is written to the run
         self.base_model = settings.base_model or base_model
         self.clients = [OpenAISampler(url, self.base_model, api_key=key,
@@ -160,12 +162,14 @@ class ServerRollouts:
     def sleep(self) -> None:
         """Free the servers' memory for the trainer's step (``sleep_while_training``)."""
         if self.settings.sleep_while_training:
-            self._each(lambda c: c.post_root("/sleep?level=1", {}))
+            if self.owner:
+                self._each(lambda c: c.post_root("/sleep?level=1", {}))
             self.asleep = True
 
     def wake(self) -> None:
         if self.asleep:
-            self._each(lambda c: c.post_root("/wake_up", {}))
+            if self.owner:
+                self._each(lambda c: c.post_root("/wake_up", {}))
             self.asleep = False
 
     def _each(self, call) -> None:
@@ -177,14 +181,17 @@ class ServerRollouts:
             raise RolloutError("a server engine needs published weights (an adapter folder)")
         self.wake()
         if ref.kind == "weights":
-            self._each(lambda c: _load_weights(c, ref.path))
             name = self.base_model
+            if self.owner:
+                self._each(lambda c: _load_weights(c, ref.path))
         else:
             body = {"lora_name": self.settings.adapter_name, "lora_path": str(ref.path.resolve()),
                     "load_inplace": True}
-            self._each(lambda c: c.post_root("/v1/load_lora_adapter", body))
             name = self.settings.adapter_name
-        self._each(_reset_prefix_cache)
+            if self.owner:
+                self._each(lambda c: c.post_root("/v1/load_lora_adapter", body))
+        if self.owner:
+            self._each(_reset_prefix_cache)
         for client in self.clients:
             client.model = name
         self.version = ref.version
@@ -245,15 +252,26 @@ def _checked(c: Completion, url: str) -> Completion:
 
 @contextlib.contextmanager
 def rollout_engine(settings: RolloutSettings, model, tokenizer, base_model: str, batch_size: int,
-                   lora_rank: int, log=print):
-    """The engine a run samples with; a server it starts lives exactly as long as the block."""
+                   lora_rank: int, log=print, dist: Dist = SINGLE):
+    """The engine a run samples with; a server it starts lives exactly as long as the block.
+
+    Under torchrun: ``in_process`` samples each rank's replica; ``server`` gives each rank its
+    own servers when there are at least as many URLs as ranks (``urls[rank::world_size]``), else
+    every rank shares them all and rank 0 alone loads them; ``serve`` and ``vllm`` start one
+    engine per rank, on ``port + LOCAL_RANK`` and the rank's GPU."""
     if settings.engine == "in_process":
         yield InProcessRollouts(model, tokenizer, batch_size)
         return
     if settings.engine == "server":
-        yield ServerRollouts(settings, base_model)
+        if dist.enabled and len(settings.urls) >= dist.world_size:
+            mine = settings.urls[dist.rank::dist.world_size]
+            yield ServerRollouts(replace(settings, urls=mine), base_model)
+        else:
+            yield ServerRollouts(settings, base_model, owner=dist.main)
         return
-    process, url = _start_engine(settings, base_model, lora_rank, log)
+    if dist.enabled and settings.port:
+        settings = replace(settings, port=settings.port + dist.local_rank)
+    process, url = _start_engine(settings, base_model, lora_rank, log, dist)
     try:
         yield ServerRollouts(replace(settings, engine="server", urls=(url,)), base_model)
     finally:
@@ -261,7 +279,7 @@ def rollout_engine(settings: RolloutSettings, model, tokenizer, base_model: str,
 
 
 def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
-                  log) -> tuple[subprocess.Popen, str]:
+                  log, dist: Dist = SINGLE) -> tuple[subprocess.Popen, str]:
     from mathrl.models import resolve_model
 
     port = settings.port or _free_port()
@@ -279,6 +297,10 @@ def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
         if settings.sleep_while_training:
             command.append("--enable-sleep-mode")
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
+    if dist.enabled and dist.device.type == "cuda":  # the engine shares its rank's GPU
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        mapped = len(visible) > dist.local_rank and visible[0]
+        env["CUDA_VISIBLE_DEVICES"] = visible[dist.local_rank] if mapped else str(dist.local_rank)
     log(f"rollout engine: starting {' '.join(command)}")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                preexec_fn=die_with_parent)
@@ -302,22 +324,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def publish(model, out_dir: Path, version: int, needs_weights: bool) -> PolicyRef:
+def publish(model, out_dir: Path, version: int, needs_weights: bool,
+            full_weights: Callable[[], dict | None] | None = None, dist: Dist = SINGLE) -> PolicyRef:
     """The trainer's side: the reference an engine loads. For an engine that samples the trained
     module nothing is written; else the LoRA adapter (or, full fine-tuning, the whole model: a
     model's size on disk each step, the last two kept) is saved to a temporary folder renamed into
-    place, so a server never reads half a file, and older versions are removed."""
+    place, so a server never reads half a file, and older versions are removed.
+
+    Under torchrun every rank calls it: ``full_weights`` gathers FSDP's shards (a collective),
+    rank 0 writes, and no rank returns before the folder is in place."""
     if not needs_weights:
         return PolicyRef(version)
+    weights = full_weights() if full_weights else None
     kind = "adapter" if hasattr(model, "peft_config") else "weights"
     root = out_dir / PUBLISHED_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{version:06d}"
-    if not final.is_dir():
+    if dist.main and not final.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".step_{version:06d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
         tmp.rename(final)
-    for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:
-        shutil.rmtree(old, ignore_errors=True)
+    if dist.main:
+        for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
     return PolicyRef(version, final, kind)

@@ -13,6 +13,7 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import yaml
 
 from mathrl.config import config_dict, describe_changes
 from mathrl.device import choose_device, choose_dtype
+from mathrl.distributed import Dist, gathered, is_sharded, wrap_policy
 from mathrl.errors import UserError
 from mathrl.fileio import write_atomic
 from mathrl.models import load_tokenizer
@@ -34,13 +36,21 @@ from mathrl.train.checkpoint import (
     checkpoint_dir,
     latest_checkpoint,
     list_checkpoints,
+    load_optimizer_state,
     load_state,
     load_weights_into,
+    optimizer_state,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from mathrl.train.policy import load_policy, set_activation_checkpointing, trainable_parameters
-from mathrl.train.sink import MetricsSink
+from mathrl.train.policy import (
+    LogprobForward,
+    load_policy,
+    set_activation_checkpointing,
+    trainable_parameters,
+)
+from mathrl.train.sink import MetricsSink, NullSink
 
 # Settings that may differ when a run is resumed: where it runs, where its rollouts are sampled
 # (a restarted server on another port), and where metrics are mirrored.
@@ -70,25 +80,36 @@ class TrainRun:
     ``device``, ``dtype``, ``seed``,
     ``mirror``, ``grad_clip``, ``keep_checkpoints``, ``data_dir``, ``eval``, ``epochs``,
     ``max_steps``, ``lr``, the Adam settings and ``weight_decay``.
+
+    Under torchrun (``dist``, from :func:`mathrl.distributed.session`) every rank builds the
+    same run; rank 0 alone writes the folder (config, metrics, checkpoints, ``final/``, evals),
+    every rank resumes from it, and ``forward`` is the policy wrapped for several processes.
     """
 
-    def __init__(self, out_dir: Path, cfg, log: Callable[[str], None] = print):
-        self.out_dir, self.cfg, self.log = Path(out_dir), cfg, log
+    def __init__(self, out_dir: Path, cfg, log: Callable[[str], None] = print, dist: Dist | None = None):
+        self.dist = dist or Dist(device=choose_device(cfg.device))
+        self.out_dir, self.cfg = Path(out_dir), cfg
+        self.log = log if self.dist.main else _quiet
         self._check_config()
         seed_everything(cfg.seed)
-        self.device = choose_device(cfg.device)
+        self.device = self.dist.device
         self.dtype = choose_dtype(self.device, cfg.dtype)
         self.tokenizer = load_tokenizer(cfg.model)
         self.model = load_policy(cfg.model, cfg.finetune, cfg.lora, self.device, self.dtype, cfg.adapter)
         set_activation_checkpointing(self.model, cfg.gradient_checkpointing)
-        self.trainable = trainable_parameters(self.model)
-        n_train = sum(p.numel() for p in self.trainable)
+        n_train = sum(p.numel() for p in trainable_parameters(self.model))
         n_all = sum(p.numel() for p in self.model.parameters())
-        log(
+        # The trainers' one forward: log-probabilities of the policy, as DDP or FSDP wraps it.
+        self.forward = wrap_policy(LogprobForward(self.model), cfg.finetune, self.dist)
+        self.trainable = trainable_parameters(self.model)  # after wrapping: FSDP swaps in sharded ones
+        processes = (f", {self.dist.world_size} processes ({'FSDP' if is_sharded(self.forward) else 'DDP'})"
+                     if self.dist.enabled else "")
+        self.log(
             f"{cfg.model}{' + ' + cfg.adapter if cfg.adapter else ''}: {cfg.finetune}, "
-            f"{n_train:,} of {n_all:,} parameters train ({self.device}, {self.dtype})"
+            f"{n_train:,} of {n_all:,} parameters train ({self.device}, {self.dtype}{processes})"
         )
-        self.sink = MetricsSink(self.out_dir, cfg.mirror, config=config_dict(cfg))
+        self.sink = (MetricsSink(self.out_dir, cfg.mirror, config=config_dict(cfg)) if self.dist.main
+                     else NullSink())
 
     def _check_config(self) -> None:
         path = self.out_dir / "config.yaml"
@@ -101,8 +122,9 @@ class TrainRun:
                     f"{self.out_dir} holds a run with other settings ({changed}); "
                     "rerun with the same config to resume, or use another --out"
                 )
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, yaml.safe_dump(wanted, sort_keys=False))
+        if self.dist.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, yaml.safe_dump(wanted, sort_keys=False))
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the run: ``epochs`` epochs, capped by ``max_steps``."""
@@ -115,15 +137,17 @@ class TrainRun:
                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
     def resume(self, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
-        """Load the last checkpoint if there is one: (its step, its state); else (0, {})."""
-        checkpoint = latest_checkpoint(self.out_dir)
+        """Load the last checkpoint if there is one: (its step, its state); else (0, {}). Every
+        rank loads rank 0's choice, and its own RNG state when the run had as many ranks."""
+        checkpoint = self.dist.broadcast(latest_checkpoint(self.out_dir) if self.dist.main else None)
         if checkpoint is None:
             self.sink.drop_after(0)
             return 0, {}
         state = load_state(checkpoint)
         load_weights_into(self.model, checkpoint)
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        load_optimizer_state(self.model, optimizer, state["optimizer"])
+        per_rank = state.get("rng_ranks") or [state["rng"]]
+        set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         self.sink.drop_after(state["step"])
         self.log(f"resumed from {checkpoint} (step {state['step']})")
         return state["step"], state
@@ -134,29 +158,53 @@ class TrainRun:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        # Under FSDP the norm is a DTensor over the shards' partial norms.
+        return float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+
+    def full_weights(self) -> dict | None:
+        """The model's whole state dict on rank 0 when FSDP shards it (a collective: every rank
+        calls it); None when each process holds the whole module."""
+        if not is_sharded(self.forward):
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        weights = get_model_state_dict(self.model,
+                                       options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A tied weight (Qwen3-4B's head is its embeddings) is saved once, as one process saves it.
+        first: dict[int, str] = {}
+        for name, param in self.model.named_parameters(remove_duplicate=False):
+            first.setdefault(id(param), name)
+        tied = {name for name, _ in self.model.named_parameters(remove_duplicate=False)} - set(first.values())
+        return {k: v for k, v in weights.items() if k not in tied}
 
     def save(self, step: int, optimizer: torch.optim.Optimizer, extra: dict | None = None) -> Path:
-        path = save_checkpoint(
-            self.out_dir,
-            step,
-            self.model,
-            self.tokenizer,
-            {"optimizer": optimizer.state_dict(), **(extra or {})},
-            keep=self.cfg.keep_checkpoints,
-        )
-        self.log(f"step {step}: checkpoint {path}")
+        """A checkpoint of ``step``: every rank calls it (FSDP gathers, each rank gives its RNG
+        state), rank 0 writes it, and no rank goes on before it is in place."""
+        weights = self.full_weights()
+        state = {"optimizer": optimizer_state(self.model, optimizer),
+                 "rng_ranks": self.dist.gather(rng_state()), **(extra or {})}
+        path = checkpoint_dir(self.out_dir, step)
+        if self.dist.main:
+            path = save_checkpoint(self.out_dir, step, self.model, self.tokenizer, state,
+                                   keep=self.cfg.keep_checkpoints, weights=weights)
+            self.log(f"step {step}: checkpoint {path}")
+        self.dist.barrier()
         return path
+
+    def gathered(self):
+        """Whole weights on this rank for the block (sampling, evaluation under FSDP)."""
+        return gathered(self.forward) if self.dist.enabled else contextlib.nullcontext()
 
     def finish(
         self, step: int, optimizer: torch.optim.Optimizer, last: dict, extra: dict | None = None
     ) -> dict:
         """Final checkpoint, ``final/`` weights, final eval; returns the last step's metrics + evals."""
         checkpoint = checkpoint_dir(self.out_dir, step)
-        if checkpoint not in list_checkpoints(self.out_dir):  # a rerun of a finished run has it
+        # A rerun of a finished run has it.
+        if not self.dist.broadcast(self.dist.main and checkpoint in list_checkpoints(self.out_dir)):
             checkpoint = self.save(step, optimizer, extra)
         final = self.out_dir / "final"
-        if not final.is_dir():
+        if self.dist.main and not final.is_dir():
             _link_weights(checkpoint, final)
         self.log(
             f"final weights: {final} ({'--adapter' if hasattr(self.model, 'peft_config') else '--model'} "
@@ -166,12 +214,21 @@ class TrainRun:
         if self.cfg.eval.benchmarks:
             for name, m in self.evaluate(self.out_dir, step).items():
                 results[f"eval/{name}/accuracy"] = m["accuracy"]
-        write_atomic(self.out_dir / "summary.json", json.dumps({"step": step, **results}, indent=2) + "\n")
+        if self.dist.main:
+            summary = json.dumps({"step": step, **results}, indent=2) + "\n"
+            write_atomic(self.out_dir / "summary.json", summary)
         self.sink.close()
         return results
 
     def evaluate(self, where: Path, step: int) -> dict[str, dict]:
-        """Evaluate the current weights on the configured benchmarks into ``where/eval/``."""
+        """Evaluate the current weights on the configured benchmarks into ``where/eval/``. Under
+        torchrun rank 0 evaluates (with the whole weights) while the others wait ({} there)."""
+        with self.gathered():
+            results = self._evaluate(where, step) if self.dist.main else {}
+        self.dist.barrier()
+        return results
+
+    def _evaluate(self, where: Path, step: int) -> dict[str, dict]:
         from mathrl.eval.run import EvalConfig, evaluate_benchmark
         from mathrl.sampling.hf import HFSampler
 
@@ -228,3 +285,7 @@ def _link_weights(checkpoint: Path, final: Path) -> None:
         except OSError:
             shutil.copy2(f, tmp / f.name)
     tmp.rename(final)
+
+
+def _quiet(_message: str) -> None:
+    """The log of ranks other than 0: one line per event, from rank 0 alone."""

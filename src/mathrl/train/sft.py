@@ -8,6 +8,10 @@ the full batch) -> clip -> AdamW step with the scheduled learning rate.
 Resuming is exact: the data order is a function of (seed, epoch), the schedule a function of
 the step, and a checkpoint holds weights, optimizer and RNG states; a run killed and restarted
 with the same command ends with the weights of an uninterrupted run.
+
+Under torchrun each rank takes its share of every batch (and packs it, if ``packing``); the
+token count that normalises the loss is summed over the ranks, so the update is the
+one-process update of the same batch (:mod:`mathrl.distributed`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from typing import Literal
 
 import torch
 
+from mathrl.distributed import SINGLE, Dist, accumulation, idle_backward, session
 from mathrl.errors import UserError
 from mathrl.traces import Trace, read_traces
 from mathrl.train.batching import pack_rows, plan_micro_batches
-from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings, token_logprobs
+from mathrl.train.policy import DEFAULT_CHUNK_TOKENS, LoraSettings
 from mathrl.train.runs import EvalSettings, TrainRun
 from mathrl.train.schedule import Schedule, lr_multiplier
 
@@ -195,12 +200,13 @@ def collate(rows: Sequence[Sequence[Example]], pad_id: int, device: torch.device
     }
 
 
-def sft_loss_sum(model, batch: dict[str, torch.Tensor],
+def sft_loss_sum(forward, batch: dict[str, torch.Tensor],
                  chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> torch.Tensor:
-    """Summed negative log-likelihood of the masked (assistant) tokens of one micro-batch."""
-    logprobs_B_T = token_logprobs(model, batch["input_ids_B_T"], batch["attention_B_T"],
-                                  target_B_T=batch["loss_B_T"], position_ids_B_T=batch["position_ids_B_T"],
-                                  chunk_tokens=chunk_tokens)
+    """Summed negative log-likelihood of the masked (assistant) tokens of one micro-batch, under
+    ``forward`` (a :class:`~mathrl.train.policy.LogprobForward`)."""
+    logprobs_B_T, _ = forward(batch["input_ids_B_T"], batch["attention_B_T"], entropy=False,
+                              target_B_T=batch["loss_B_T"], position_ids_B_T=batch["position_ids_B_T"],
+                              chunk_tokens=chunk_tokens)
     return -(logprobs_B_T * batch["loss_B_T"]).sum()
 
 
@@ -218,20 +224,25 @@ def micro_batches(examples: Sequence[Example], size: int, max_tokens: int | None
     return [[rows[i] for i in micro] for micro in plan_micro_batches(lengths, size, max_tokens)]
 
 
-def accumulate_gradients(model, batch: Sequence[Example], pad_id: int, device: torch.device,
-                         cfg: SFTConfig) -> tuple[float, int, int]:
+def accumulate_gradients(forward, batch: Sequence[Example], pad_id: int, device: torch.device,
+                         cfg: SFTConfig, dist: Dist = SINGLE) -> tuple[float, int, int]:
     """Forward and backward over one batch in micro-batches (packed if ``cfg.packing``), leaving
     the batch's gradient in ``.grad``: the summed token NLL over the batch's target-token count,
-    which no micro-batch plan changes. Returns (loss, target tokens, micro-batches)."""
-    n_target = sum(sum(e.loss_mask[1:]) for e in batch)
+    which no micro-batch plan changes. Under torchrun ``batch`` is this rank's share and the count
+    is every rank's. Returns (loss, target tokens, micro-batches), summed over ranks."""
+    n_target = int(dist.sum([sum(sum(e.loss_mask[1:]) for e in batch)])[0])
     plan = micro_batches(batch, cfg.micro_batch_size, cfg.micro_batch_tokens,
                          cfg.max_length if cfg.packing else None)
     loss_total = 0.0
-    for micro in plan:
-        loss = sft_loss_sum(model, collate(micro, pad_id, device), cfg.logprob_chunk_tokens) / n_target
-        loss.backward()
+    for micro in accumulation(forward, plan, dist):
+        if micro is None:
+            idle_backward(forward, device)
+            continue
+        loss = sft_loss_sum(forward, collate(micro, pad_id, device), cfg.logprob_chunk_tokens) / n_target
+        (loss * dist.world_size).backward()  # the gradient reduction averages; this makes it a sum
         loss_total += loss.item()
-    return loss_total, n_target, len(plan)
+    loss_total, n_micro = dist.sum([loss_total, len(plan)])
+    return loss_total, n_target, int(n_micro)
 
 
 def train_sft(
@@ -241,7 +252,13 @@ def train_sft(
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> dict:
     """Train per ``cfg`` into ``out_dir``, resuming from its last checkpoint. Returns final metrics."""
-    run = TrainRun(Path(out_dir), cfg, log)
+    with session(cfg.device) as dist:
+        return _train(cfg, Path(out_dir), log, progress, dist)
+
+
+def _train(cfg: SFTConfig, out_dir: Path, log, progress, dist: Dist) -> dict:
+    run = TrainRun(out_dir, cfg, log, dist)
+    log = run.log
     traces = [t for path in cfg.data for t in read_traces(path)]
     examples, counts = tokenize_traces(run.tokenizer, traces, cfg.max_length, cfg.overlong)
     if not examples:
@@ -262,11 +279,12 @@ def train_sft(
         epoch, index = divmod(step, steps_per_epoch)
         order = epoch_batches(len(examples), cfg.batch_size, cfg.seed, epoch, cfg.last_batch)
         batch = [examples[i] for i in order[index]]
+        mine = [batch[i] for i in dist.share(len(batch))]
         start = time.perf_counter()
         lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_total, n_target, n_micro = accumulate_gradients(run.model, batch, pad_id, run.device, cfg)
+        loss_total, n_target, n_micro = accumulate_gradients(run.forward, mine, pad_id, run.device, cfg, dist)
         grad_norm = run.clip_and_step(optimizer)
         step += 1
         seconds = time.perf_counter() - start
@@ -283,7 +301,7 @@ def train_sft(
             "time/step_s": seconds,
         }
         run.sink.log(last, step=step)
-        if progress:
+        if progress and dist.main:
             progress(step, total_steps, last)
         if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
             run.save(step, optimizer)

@@ -107,3 +107,16 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
         if line.endswith("\n") and line.strip()
     ]
+
+
+class NullSink:
+    """The sink of a rank other than 0 under torchrun: metrics are written once, by rank 0."""
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        pass
+
+    def drop_after(self, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
