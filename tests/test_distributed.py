@@ -1,9 +1,10 @@
 """Several processes, one run: ``torchrun --nproc_per_node 2`` on CPUs (gloo) trains what one
-process trains on the same global batch, writes each metric line once, and resumes after a
-SIGKILL of the whole job to the weights of an uninterrupted run."""
+process trains on the same global batch, writes each metric line once, and resumes after
+torchrun is SIGKILLed to the weights of an uninterrupted run."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -97,17 +98,25 @@ def test_grpo_on_two_processes_trains_what_one_process_trains(grpo_runs):
 
 @pytest.mark.slow
 def test_a_sigkilled_torchrun_job_resumes_to_the_uninterrupted_weights(grpo_runs, tmp_path):
+    """Each rank samples through its own ``mathrl serve`` engine; SIGKILL torchrun mid-run, rerun."""
     _, two = grpo_runs
     run = tmp_path / "killed"
-    job = torchrun("grpo", "configs/tiny/grpo.yaml", run, *GRPO, wait=False)
+    served = (*GRPO, "rollout.engine=serve")
+    job = torchrun("grpo", "configs/tiny/grpo.yaml", run, *served, wait=False)
     kill_after(job, lambda: logged_steps(run, "reward/mean"), 3)  # SIGKILL torchrun after step 3
-    # Its workers go with it (each asked for a signal at its parent's death), as a scheduler's
-    # kill of the whole job would take them.
+    # Its workers go with it, and their engines with them (each asked for a signal at its
+    # parent's death), as a scheduler's kill of the whole job would take them.
     assert wait_until(lambda: not _alive(job.pid))
     assert not (run / "final").exists() and (run / "checkpoints" / "step_000002").is_dir()
-    ok(torchrun("grpo", "configs/tiny/grpo.yaml", run, *GRPO))
-    assert max_difference(two / "final", run / "final") < 1e-6  # same world size: the same sums
-    assert [m["step"] for m in metric_lines(run)] == [1, 2, 3, 4, 5, 6]  # nothing lost or doubled
+    ok(torchrun("grpo", "configs/tiny/grpo.yaml", run, *served))
+    lines = metric_lines(run)
+    assert [m["step"] for m in lines] == [1, 2, 3, 4, 5, 6]  # nothing lost or doubled
+    assert [m["rollout/policy_version"] for m in lines] == [0, 1, 2, 3, 4, 5]
+    assert max(abs(m["train/kl_sampler_trainer"]) for m in lines) < 1e-5  # engines sample the published step
+    # The engines draw what the in-process sampler draws (per-prompt seeds), so the run ends where
+    # the uninterrupted in-process run does, up to the engines' float noise in the logprobs.
+    assert [m["reward/mean"] for m in lines] == [m["reward/mean"] for m in metric_lines(two)]
+    assert max_difference(two / "final", run / "final") < TOLERANCE
 
 
 def _alive(session: int) -> bool:
@@ -144,7 +153,7 @@ def test_packed_sft_on_two_processes_trains_what_one_process_trains(tmp_path):
 def test_full_fine_tuning_under_fsdp_trains_what_one_process_trains(tmp_path):
     """FSDP2 shards the weights; sampling and the final eval gather them; the checkpoint is a
     whole model folder that ``mathrl eval --model`` loads."""
-    full = (*GRPO, "finetune=full", "lr=1e-5", "max_steps=3", "save_every=0", "eval.benchmarks=[arith]",
+    full = (*GRPO, "finetune=full", "lr=1e-5", "max_steps=3", "eval.benchmarks=[arith]",
             "eval.num_problems=16", "eval.max_tokens=64")
     ok(run_recipe("grpo", "configs/tiny/grpo.yaml", tmp_path / "one", *full))
     result = torchrun("grpo", "configs/tiny/grpo.yaml", tmp_path / "two", *full)
@@ -160,3 +169,13 @@ def test_full_fine_tuning_under_fsdp_trains_what_one_process_trains(tmp_path):
     ok(evaluated)
     metrics = json.loads(next((tmp_path / "eval").rglob("metrics.json")).read_text())
     assert metrics["accuracy"] == two["eval/arith/accuracy"]
+    # A checkpoint is the same files whatever wrote it (whole weights, optimizer state by
+    # parameter name): the two-process run's step 2 resumes in one process.
+    three = tmp_path / "three"
+    shutil.copytree(tmp_path / "two", three)
+    for written_after_step_2 in ("final", "eval", "checkpoints/step_000003"):
+        shutil.rmtree(three / written_after_step_2)
+    resumed = run_recipe("grpo", "configs/tiny/grpo.yaml", three, *full)
+    ok(resumed)
+    assert "resumed from" in resumed.stdout
+    assert max_difference(tmp_path / "one" / "final", three / "final") < TOLERANCE

@@ -80,10 +80,10 @@ def stages(out: Path, scale: Scale, recipes: Path = PACKAGED_RECIPES / "tiny") -
         ("teacher", 1, "the teacher (tiny-teacher) on the same problems", "tiny-teacher",
          f"eval --model tiny-teacher {eval_args} --out {o}/teacher"),
         ("traces.jsonl", 1, "distillation: sample the teacher over HTTP, keep its correct traces", "",
+         # Concurrent requests (distill's default): mathrl serve batches them, and its sampler's
+         # per-row seeds make a prompt's samples the same whatever arrived with it.
          f"distill --teacher {TEACHER_URL} --dataset arith_train --levels 1,2,3 "
-         # One request at a time: a server that batches concurrent requests (mathrl serve, vLLM)
-         # makes seeded samples depend on what arrived together; alone, they repeat exactly.
-         f"--num-problems {scale.distill_problems} --max-tokens 256 --concurrency 1 --out {o}/traces.jsonl"),
+         f"--num-problems {scale.distill_problems} --max-tokens 256 --out {o}/traces.jsonl"),
         ("sft", 1, "LoRA SFT on the teacher's traces", "distilled SFT",
          f"sft {tiny}/sft.yaml data={o}/traces.jsonl epochs={scale.sft_epochs} {evals} --out {o}/sft"),
         ("grpo", 1, "GRPO from the base model, binary correctness reward", "GRPO",

@@ -258,7 +258,8 @@ def _train(cfg: GRPOConfig, out_dir: Path, log, progress, dist: Dist) -> dict:
             if engine.version != step:  # publish -> load: the engine samples the weights of this step
                 engine.load(publish(run.model, run.out_dir, step, engine.needs_weights, run.full_weights,
                                     dist))
-                dist.barrier()  # a pool shared by the ranks is loaded (by rank 0) before any samples
+                if engine.needs_weights:
+                    dist.barrier()  # a pool shared by the ranks is loaded (by rank 0) before any samples
             t_published = time.perf_counter()
             batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
             batch = [batch[i] for i in dist.share(len(batch))]  # this rank's whole groups
@@ -266,10 +267,12 @@ def _train(cfg: GRPOConfig, out_dir: Path, log, progress, dist: Dist) -> dict:
                                            cfg.prompt.thinking) for p in batch}
             # A prompt's samples depend on this seed and the prompt alone, not on the rank.
             step_params = replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
-            with run.gathered():
+            # Sampling in process runs a sharded (FSDP) model apart from the other ranks: whole weights.
+            with run.gathered() if not engine.needs_weights else contextlib.nullcontext():
                 completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, step_params)
             sampled_by = engine.version
-            dist.barrier()  # a shared engine sleeps once every rank has its samples
+            if engine.needs_weights:
+                dist.barrier()  # a shared engine sleeps once every rank has its samples
             engine.sleep()  # the engine's memory is the trainer's until the next publish
             t1 = time.perf_counter()
             groups = build_groups(batch, completions, dataset.extract, cfg, efficiency)
@@ -282,12 +285,11 @@ def _train(cfg: GRPOConfig, out_dir: Path, log, progress, dist: Dist) -> dict:
             lr = cfg.lr * lr_multiplier(step, total_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            any_kept = dist.sum([len(kept)])[0] > 0  # a rank with none still joins the others' update
-            update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if any_kept else {}
+            n_kept = int(dist.sum([len(kept)])[0])  # a rank with none still joins the others' update
+            update = _update(run, optimizer, kept, prompts, loss_fn, reference, cfg) if n_kept else {}
             step += 1
             t3 = time.perf_counter()
-            all_groups = _gather_groups(groups, dist)
-            last = _step_metrics(all_groups, int(dist.sum([len(kept)])[0]), update, lr, (t0, t1, t2, t3))
+            last = _step_metrics(_gather_groups(groups, dist), n_kept, update, lr, (t0, t1, t2, t3))
             last["time/publish_s"] = t_published - t0
             last["time/sampling_s"] = t1 - t_published
             last["rollout/policy_version"] = sampled_by
