@@ -153,7 +153,8 @@ def test_packed_sft_on_two_processes_trains_what_one_process_trains(tmp_path):
 def test_full_fine_tuning_under_fsdp_trains_what_one_process_trains(tmp_path):
     """FSDP2 shards the weights; sampling and the final eval gather them; the checkpoint is a
     whole model folder that ``mathrl eval --model`` loads."""
-    full = (*GRPO, "finetune=full", "lr=1e-5", "max_steps=3", "eval.benchmarks=[arith]",
+    # Micro-batches of 4 sequences: ranks with different counts, each reduce-scattered.
+    full = (*GRPO, "finetune=full", "lr=1e-5", "max_steps=3", "micro_batch_size=4", "eval.benchmarks=[arith]",
             "eval.num_problems=16", "eval.max_tokens=64")
     ok(run_recipe("grpo", "configs/tiny/grpo.yaml", tmp_path / "one", *full))
     result = torchrun("grpo", "configs/tiny/grpo.yaml", tmp_path / "two", *full)

@@ -12,9 +12,9 @@ How the work is split, and why the result equals one process's:
 - Every rank holds the same global batch (a function of seed and step), takes its contiguous
   share (:meth:`Dist.share`), and computes per-token loss weights from counts summed over all
   ranks, so the sum of the ranks' gradients is the one-process gradient of the global batch.
-- Gradients are synchronised once per optimizer step, on the last micro-batch. The collective
-  averages (DDP and FSDP both divide by the world size), so each rank's loss is multiplied by
-  the world size to make the average a sum.
+- DDP reduces gradients once per optimizer step, on the last micro-batch; FSDP reduce-scatters
+  each micro-batch's, so they stay sharded. The collective averages (DDP and FSDP both divide by
+  the world size), so each rank's loss is multiplied by the world size to make the average a sum.
 - Ranks run the same number of micro-batches (a rank with fewer runs empty ones): FSDP
   all-gathers weights in every forward, DDP reduces in the last backward, and both are
   collectives every rank must join.
@@ -192,11 +192,13 @@ def gradient_sync(module: torch.nn.Module, enabled: bool):
 
 def accumulation(module: torch.nn.Module, plan: Sequence, d: Dist) -> Iterator:
     """The micro-batches of this rank's ``plan``, then ``None`` for each micro-batch it has fewer
-    than the rank with the most (run :func:`idle_backward` for those), with gradient sync on
-    for the last alone."""
+    than the rank with the most (run :func:`idle_backward` for those). DDP reduces on the last
+    alone; FSDP reduce-scatters every one, as torchtitan does, because gradients held back
+    until the last micro-batch would be whole (unsharded) on every rank in the meantime."""
     n = d.max(len(plan))
+    every = is_sharded(module)
     for i in range(n):
-        with gradient_sync(module, i == n - 1):
+        with gradient_sync(module, every or i == n - 1):
             yield plan[i] if i < len(plan) else None
 
 
