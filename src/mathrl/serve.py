@@ -71,6 +71,14 @@ def _field(body: dict, name: str, kind, default=None, low=None, high=None, low_o
     return value
 
 
+def _required(body: dict, name: str, what: str = "") -> str:
+    """``body[name]``, a non-empty string; a 400 naming the field otherwise."""
+    value = _field(body, name, str)
+    if not value:
+        raise _BadRequest(f"'{name}'{what} is required")
+    return value
+
+
 def _params(body: dict, limits: Limits) -> tuple[int, SamplingParams]:
     """``n`` and the sampling parameters of a request, every field checked."""
     number = (int, float)
@@ -349,22 +357,15 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
 
         def _control(self, route: str, body: dict) -> None:
             if route == "/v1/load_lora_adapter":
-                name = _field(body, "lora_name", str)
-                path = _field(body, "lora_path", str)
-                if not name or not path:
-                    raise _BadRequest("'lora_name' and 'lora_path' are both required")
+                name, path = _required(body, "lora_name"), _required(body, "lora_path")
                 policies.load(name, path, bool(_field(body, "load_inplace", bool, False)))
                 self._send(200, {"status": "ok", "message": f"Success: LoRA adapter '{name}' added."})
             elif route == "/v1/unload_lora_adapter":
-                name = _field(body, "lora_name", str)
-                if not name:
-                    raise _BadRequest("'lora_name' is required")
+                name = _required(body, "lora_name")
                 policies.unload(name)
                 self._send(200, {"status": "ok", "message": f"Success: LoRA adapter '{name}' removed."})
             elif route == "/v1/load_weights":
-                path = _field(body, "path", str)
-                if not path:
-                    raise _BadRequest("'path' (a folder of safetensors weights) is required")
+                path = _required(body, "path", " (a folder of safetensors weights)")
                 policies.load_weights(path)
                 self._send(200, {"status": "ok", "message": f"Success: weights loaded from {path}."})
             elif route == "/sleep":

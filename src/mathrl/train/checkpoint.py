@@ -50,7 +50,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dic
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
+    model.save_pretrained(tmp, state_dict=weights)
     if not hasattr(model, "peft_config"):  # a full model folder is loadable only with its tokenizer
         tokenizer.save_pretrained(tmp)
     torch.save({"step": step, "rng": rng_state(), **state}, tmp / STATE_FILE)
@@ -99,8 +99,7 @@ def optimizer_state(model, optimizer: torch.optim.Optimizer) -> dict:
 def load_optimizer_state(model, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Restore :func:`optimizer_state`'s dict (each FSDP rank keeps its shard), or the
     parameter-index dict older checkpoints hold."""
-    if all(isinstance(k, int) for k in state.get("state", {})) and "param_groups" in state and all(
-            isinstance(p, int) for g in state["param_groups"] for p in g["params"]):
+    if all(isinstance(p, int) for g in state["param_groups"] for p in g["params"]):
         optimizer.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict

@@ -397,7 +397,8 @@ def accumulate_gradients(forward, seqs: Sequence[Rollout], pad_id: int, device: 
             sums["clipped"] += (terms.clipped_B_T & mask_B_T).sum().item()
             if terms.kl_B_T is not None:
                 sums["kl_ref"] += (terms.kl_B_T * mask_B_T).sum().item()
-    sums = dict(zip(sums, dist.sum(list(sums.values())), strict=True))
+    *totals, n_micro = dist.sum([*sums.values(), len(plan)])
+    sums = dict(zip(sums, totals, strict=True))
     out = {
         "train/loss": sums["loss"],
         "train/entropy": sums["entropy"] / total_tokens,
@@ -406,7 +407,7 @@ def accumulate_gradients(forward, seqs: Sequence[Rollout], pad_id: int, device: 
         "train/clip_fraction": sums["clipped"] / total_tokens,
         "train/sequences": n_seqs,
         "train/tokens": total_tokens,
-        "train/micro_batches": int(dist.sum([len(plan)])[0]),
+        "train/micro_batches": int(n_micro),
     }
     if reference is not None:
         out["train/kl_reference"] = sums["kl_ref"] / total_tokens

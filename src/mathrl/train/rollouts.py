@@ -162,17 +162,18 @@ class ServerRollouts:
     def sleep(self) -> None:
         """Free the servers' memory for the trainer's step (``sleep_while_training``)."""
         if self.settings.sleep_while_training:
-            if self.owner:
-                self._each(lambda c: c.post_root("/sleep?level=1", {}))
+            self._control(lambda c: c.post_root("/sleep?level=1", {}))
             self.asleep = True
 
     def wake(self) -> None:
         if self.asleep:
-            if self.owner:
-                self._each(lambda c: c.post_root("/wake_up", {}))
+            self._control(lambda c: c.post_root("/wake_up", {}))
             self.asleep = False
 
-    def _each(self, call) -> None:
+    def _control(self, call) -> None:
+        """A control call (load, reset, sleep, wake) on every server, made by their owner alone."""
+        if not self.owner:
+            return
         with ThreadPoolExecutor(len(self.clients)) as pool:
             list(pool.map(call, self.clients))
 
@@ -181,17 +182,14 @@ class ServerRollouts:
             raise RolloutError("a server engine needs published weights (an adapter folder)")
         self.wake()
         if ref.kind == "weights":
+            self._control(lambda c: _load_weights(c, ref.path))
             name = self.base_model
-            if self.owner:
-                self._each(lambda c: _load_weights(c, ref.path))
         else:
             body = {"lora_name": self.settings.adapter_name, "lora_path": str(ref.path.resolve()),
                     "load_inplace": True}
+            self._control(lambda c: c.post_root("/v1/load_lora_adapter", body))
             name = self.settings.adapter_name
-            if self.owner:
-                self._each(lambda c: c.post_root("/v1/load_lora_adapter", body))
-        if self.owner:
-            self._each(_reset_prefix_cache)
+        self._control(_reset_prefix_cache)
         for client in self.clients:
             client.model = name
         self.version = ref.version
@@ -343,7 +341,7 @@ def publish(model, out_dir: Path, version: int, needs_weights: bool,
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".step_{version:06d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
+        model.save_pretrained(tmp, state_dict=weights)
         tmp.rename(final)
     if dist.main:
         for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:

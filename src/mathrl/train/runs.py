@@ -97,11 +97,11 @@ class TrainRun:
         self.tokenizer = load_tokenizer(cfg.model)
         self.model = load_policy(cfg.model, cfg.finetune, cfg.lora, self.device, self.dtype, cfg.adapter)
         set_activation_checkpointing(self.model, cfg.gradient_checkpointing)
-        n_train = sum(p.numel() for p in trainable_parameters(self.model))
-        n_all = sum(p.numel() for p in self.model.parameters())
         # The trainers' one forward: log-probabilities of the policy, as DDP or FSDP wraps it.
         self.forward = wrap_policy(LogprobForward(self.model), cfg.finetune, self.dist)
         self.trainable = trainable_parameters(self.model)  # after wrapping: FSDP swaps in sharded ones
+        n_train = sum(p.numel() for p in self.trainable)  # a shard's numel() is the whole tensor's
+        n_all = sum(p.numel() for p in self.model.parameters())
         processes = (f", {self.dist.world_size} processes ({'FSDP' if is_sharded(self.forward) else 'DDP'})"
                      if self.dist.enabled else "")
         self.log(
@@ -171,10 +171,11 @@ class TrainRun:
         weights = get_model_state_dict(self.model,
                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         # A tied weight (Qwen3-4B's head is its embeddings) is saved once, as one process saves it.
-        first: dict[int, str] = {}
+        seen, tied = set(), set()
         for name, param in self.model.named_parameters(remove_duplicate=False):
-            first.setdefault(id(param), name)
-        tied = {name for name, _ in self.model.named_parameters(remove_duplicate=False)} - set(first.values())
+            if id(param) in seen:
+                tied.add(name)
+            seen.add(id(param))
         return {k: v for k, v in weights.items() if k not in tied}
 
     def save(self, step: int, optimizer: torch.optim.Optimizer, extra: dict | None = None) -> Path:
