@@ -48,6 +48,7 @@ bench: install
 	$(PY) -m pip download -q math-verify==0.9.0 --no-binary :all: --no-deps -d build/math-verify
 	tar xzf build/math-verify/math_verify-0.9.0.tar.gz -C build/math-verify
 	$(PY) benchmarks/grader.py --data-dir $(DATA_DIR) --math-verify-tests build/math-verify/math_verify-0.9.0/tests
+	$(PY) benchmarks/losses_vs_trl.py
 	$(PY) benchmarks/grpo_vs_trl.py --steps 20
 
 lint: install

@@ -69,11 +69,12 @@ def worker(args) -> dict:
     """One micro-batch of one variant in this process; returns its measurements."""
     from peft import LoraConfig, get_peft_model
 
-    import mathrl.train.grpo as grpo
-    import mathrl.train.sft as sft
     from mathrl.device import choose_dtype
+    from mathrl.train.learner import Datum
+    from mathrl.train.local import Plan, accumulate
+    from mathrl.train.losses import Loss
     from mathrl.train.policy import LogprobForward, set_activation_checkpointing
-    from mathrl.train.rl import make_loss
+    from mathrl.train.sft import Example, sft_datums
 
     device = torch.device(args.device)
     dtype = choose_dtype(device, args.dtype)
@@ -96,20 +97,15 @@ def worker(args) -> dict:
 
     def step():
         if args.mode == "grpo":
-            seqs = [
-                grpo.Rollout(tuple(row.tolist()), prompt, tuple([-1.0] * tokens), (-1.0) ** b)
-                for b, row in enumerate(ids)
-            ]
-            cfg = grpo.GRPOConfig(model="tiny", dataset="arith_train", micro_batch_size=n, max_tokens=tokens)
-            grpo.accumulate_gradients(
-                LogprobForward(model), seqs, tokenizer.pad_token_id, device, make_loss(cfg.loss), None, cfg
-            )
+            datums = [Datum.from_sequence(row.tolist(), prompt, 1.0, [-1.0] * tokens, (-1.0) ** b)
+                      for b, row in enumerate(ids)]
+            loss = Loss("importance_sampling")
         else:
-            examples = [
-                sft.Example(tuple(row.tolist()), tuple([False] * prompt + [True] * tokens)) for row in ids
-            ]
-            cfg = sft.SFTConfig(model="tiny", data=("-",), micro_batch_size=n, max_length=prompt + tokens)
-            sft.accumulate_gradients(LogprobForward(model), examples, tokenizer.pad_token_id, device, cfg)
+            datums = sft_datums([Example(tuple(row.tolist()), tuple([False] * prompt + [True] * tokens))
+                                 for row in ids])
+            loss = Loss("cross_entropy", entropy=False)
+        accumulate(LogprobForward(model), datums, loss, Plan(micro_batch_size=n), tokenizer.pad_token_id,
+                   device)
 
     if device.type == "cuda":
         step()  # warm-up: kernels and allocator

@@ -33,7 +33,8 @@ from mathrl.models import load_model, load_tokenizer
 from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.tasks import arith
-from mathrl.train.rollouts import InProcessRollouts, RolloutSettings, ServerRollouts, publish
+from mathrl.train.local import ModuleSampler, publish
+from mathrl.train.rollouts import RolloutSettings, ServerRollouts, ServerSettings
 
 
 def start_serve(model: str) -> tuple[subprocess.Popen, str]:
@@ -77,10 +78,10 @@ def main() -> None:
     server, url = (None, args.engine_url) if args.engine_url else start_serve(args.model)
     rows = []
     try:
-        local = InProcessRollouts(model, tokenizer, batch_size=args.prompts * args.n)
+        local = ModuleSampler(model, tokenizer, batch_size=args.prompts * args.n)
         rows.append(("in-process", tokens_per_s(local, prompts, args.n, params, args.repeats), None))
-        settings = RolloutSettings(engine="server", urls=(url,))
-        engine = ServerRollouts(settings, args.engine_model or args.model)
+        settings = RolloutSettings(engine="server", server=ServerSettings(urls=(url,)))
+        engine = ServerRollouts(settings, settings.server.urls, args.engine_model or args.model)
         rows.append(("engine", tokens_per_s(engine, prompts, args.n, params, args.repeats), None))
 
         from peft import LoraConfig, get_peft_model
@@ -89,7 +90,7 @@ def main() -> None:
                                                   target_modules="all-linear", init_lora_weights=False))
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
-            ref = publish(policy, Path(folder), 1, needs_weights=True)
+            ref = publish(policy, Path(folder), 1)
             saved = time.perf_counter() - start
             engine.load(ref)
             loaded = time.perf_counter() - start - saved

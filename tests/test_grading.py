@@ -12,9 +12,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mathrl.data import load_dataset
-from mathrl.grading import answers_match, extract_answer, grade, grade_many, last_boxed, strip_thinking
-from mathrl.grading.batch import GradeRequest
+from mathrl.grading import (
+    Grader,
+    GradeRequest,
+    answers_match,
+    extract_answer,
+    grade,
+    last_boxed,
+    strip_thinking,
+)
 from mathrl.grading.bounded import call_bounded
+from mathrl.types import Problem
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -134,7 +142,7 @@ def test_payloads_execute_nothing(payload, tmp_path, monkeypatch):
         response = f"\\boxed{{{payload}}}"
         assert grade(response, gold) in (True, False)
         assert answers_match(payload, gold) in (True, False)
-        (result,) = grade_many([GradeRequest(gold=gold, response=response)], processes=1)
+        (result,) = Grader(processes=0).grade_requests([GradeRequest(gold=gold, response=response)])
         assert result.correct in (True, False)
     assert not (tmp_path / "pwned").exists()
 
@@ -145,7 +153,7 @@ HUGE = ["10^{10^{10}}", "9^{9^{9^{9}}}", "2^{2^{2^{2^{2^{2}}}}}", "100000!", "(1
 
 
 # The one timed check the suite keeps: the grader guarantees that every comparison returns within
-# its bound (README: Grading), which RL relies on to never stall a step on a hostile answer. Each
+# its bound (docs/grading.md), which RL relies on to never stall a step on a hostile answer. Each
 # check allows the bound plus this much for a busy, shared machine: a broken bound (an unbounded
 # sympy call) takes minutes or forever, so the slack cannot hide one.
 SLACK_S = 5.0
@@ -228,12 +236,36 @@ def test_fuzz_any_text_never_raises(pred, gold):
     assert extract_answer(pred, "auto") is None or isinstance(extract_answer(pred, "auto"), str)
 
 
-def test_grade_many_keeps_order_and_agrees_with_sequential(data_dir):
+def test_the_grading_pool_keeps_order_and_agrees_with_sequential(data_dir):
     rows = _grader_cases(data_dir)[:1200]
     requests = [GradeRequest(gold=r["gold_answer"], answer=r["model_answer"]) for r in rows]
-    pooled = grade_many(requests, processes=2, chunksize=100)
-    assert pooled == grade_many(requests, processes=1)
+    pooled = Grader(processes=2).grade_requests(requests)
+    assert pooled == Grader(processes=0).grade_requests(requests)
     assert [r.correct for r in pooled] == [answers_match(r["model_answer"], r["gold_answer"]) for r in rows]
+
+
+# Two equal sets of 108 expressions in opposite orders: matching them compares pairs symbolically,
+# about 2.3 s on this machine; under a 0.2 s bound it runs out of time every time.
+SLOW = ("\\{" + ",".join(f"{i}x+{i}" for i in range(1, 110)) + "\\}",
+        "\\{" + ",".join(f"{i}(x+1)" for i in reversed(range(1, 110))) + "\\}")
+
+
+def _timed_grades(processes):
+    grader = Grader(timeout=0.2, processes=processes)
+    problem = Problem("p", "?", SLOW[1])
+    return grader.grade(problem, [f"\\boxed{{{SLOW[0]}}}", f"\\boxed{{{SLOW[1]}}}", "no boxed answer"])
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_comparison_out_of_time_is_a_timeout_not_a_wrong_answer_from_any_thread(processes):
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(thread=_timed_grades(processes)))
+    thread.start()
+    thread.join(timeout=120)
+    results["main"] = _timed_grades(processes)
+    for where, graded in results.items():
+        assert [g.timed_out for g in graded] == [True, False, False], where
+        assert [g.correct for g in graded] == [False, True, False], where  # equal strings need no sympy
 
 
 # ---- the command line -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,10 @@ from recipes import kill_after, logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.tasks import arith
-from mathrl.train.grpo import Rollout, collate_rollouts, step_problems, steps_per_epoch
+from mathrl.train.grpo import step_problems, steps_per_epoch
+from mathrl.train.learner import Datum
+from mathrl.train.local import collate
+from mathrl.train.rl import group_advantages
 
 
 def test_step_problems_are_fixed_per_step_and_cover_each_epoch():
@@ -29,13 +33,14 @@ def test_step_problems_are_fixed_per_step_and_cover_each_epoch():
 
 
 def test_rollouts_mask_exactly_the_completion_tokens():
-    seqs = [Rollout((5, 6, 7, 8), 2, (-0.1, -0.2), 0.5), Rollout((5, 9, 10), 1, (-0.3, -0.4), -0.5)]
-    batch = collate_rollouts(seqs, pad_id=0, device=torch.device("cpu"))
+    seqs = [Datum.from_sequence((5, 6, 7, 8), 2, logprobs=(-0.1, -0.2), advantage=0.5),
+            Datum.from_sequence((5, 9, 10), 1, logprobs=(-0.3, -0.4), advantage=-0.5)]
+    batch = collate([[d] for d in seqs], pad_id=0, device=torch.device("cpu"))
     assert batch["input_ids_B_T"].tolist() == [[5, 6, 7, 8], [5, 9, 10, 0]]
-    assert batch["loss_B_T"].tolist() == [[False, False, True, True], [False, True, True, False]]
+    assert batch["mask_B_T"].tolist() == [[False, False, True, True], [False, True, True, False]]
     assert batch["sampler_logp_B_T"][0].tolist() == pytest.approx([0, 0, -0.1, -0.2])
     assert batch["sampler_logp_B_T"][1].tolist() == pytest.approx([0, -0.3, -0.4, 0])
-    assert batch["advantage_B"].tolist() == [0.5, -0.5]
+    assert batch["advantages_B_T"].tolist() == [[0, 0, 0.5, 0.5], [0, -0.5, -0.5, 0]]
 
 
 def _grpo(out, *overrides, wait=True):
@@ -155,3 +160,62 @@ def test_a_run_with_its_own_prompt_is_evaluated_with_that_prompt(tmp_path):
     assert (protocol["system_prompt"], protocol["suffix"]) == ("Answer briefly.", " Go.")
     samples = (out / "eval" / "arith" / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 4
+
+
+def _groups_on_policy(learner, tokenizer, n_groups=4, size=3, seed=0):
+    """Groups of random completions whose sampler logprobs are the learner's own (on policy)."""
+    import random
+
+    from mathrl.train.learner import Datum
+    from mathrl.train.losses import Loss
+    from mathrl.types import Completion, Graded, Group, Problem
+
+    rng = random.Random(seed)
+    prompts, groups = {}, []
+    for g in range(n_groups):
+        problem = Problem(f"p{g}", "?", "1")
+        prompts[problem.id] = [rng.randrange(5, 200) for _ in range(rng.randint(3, 6))]
+        completions = [tuple(rng.randrange(5, 200) for _ in range(rng.randint(2, 9))) for _ in range(size)]
+        prompt = prompts[problem.id]
+        datums = [Datum.from_sequence(prompt + list(c), len(prompt)) for c in completions]
+        logprobs = learner.forward(datums, Loss("cross_entropy", entropy=False)).logprobs
+        completions = tuple(Completion(c, tuple(lp[-len(c):]), "", "stop")
+                            for c, lp in zip(completions, logprobs, strict=True))
+        rewards = [float(i == g % size) for i in range(size)]
+        graded = tuple(Graded(None, bool(r), {"correct": r}, r) for r in rewards)
+        groups.append(Group(problem, completions, graded, tuple(group_advantages(rewards))))
+    return groups, prompts
+
+
+def test_substeps_are_optimizer_steps_on_parts_of_the_groups(tmp_path):
+    from mathrl.models import load_tokenizer
+    from mathrl.train.grpo import GRPOConfig, update
+    from mathrl.train.learner import AdamParams
+    from mathrl.train.local import LocalLearner
+    from mathrl.train.rl import rl_datums
+
+    tokenizer = load_tokenizer("tiny")
+    cfg = GRPOConfig(model="tiny", dataset="arith_train", num_substeps=2, loss="ppo",
+                     normalization="token_mean", max_tokens=16)
+    adam = AdamParams(learning_rate=0.05)
+
+    def learner():
+        torch.manual_seed(0)
+        return LocalLearner("tiny", tokenizer, tmp_path, lora=cfg.lora)
+
+    substeps = learner()
+    groups, prompts = _groups_on_policy(substeps, tokenizer)
+    metrics = update(substeps, cfg.make_loss(), groups, prompts, cfg, adam)
+    explicit = learner()
+    for part in (groups[:2], groups[2:]):  # two half-batch updates, written out
+        datums = rl_datums(part, prompts, cfg.normalization, cfg.max_tokens)
+        explicit.forward_backward(datums, cfg.make_loss())
+        explicit.optim_step(adam)
+    a, b = substeps.model.state_dict(), explicit.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The first substep is on policy (nothing clipped); the second clips against the
+    # pre-update (sampling) policy, which is what substeps are for.
+    assert metrics[0]["train/clip_fraction"] == 0 < metrics[1]["train/clip_fraction"]
+    one = learner()
+    update(one, cfg.make_loss(), groups, prompts, replace(cfg, num_substeps=1), adam)
+    assert not all(torch.equal(a[k], v) for k, v in one.model.state_dict().items())

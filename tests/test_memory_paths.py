@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from mathrl.models import load_model
-from mathrl.train.grpo import GRPOConfig, Rollout, accumulate_gradients, reference_policy
+from mathrl.train.learner import Datum
+from mathrl.train.local import Plan, accumulate, reference_policy
+from mathrl.train.losses import Loss
 from mathrl.train.policy import (
     LogprobForward,
     LoraSettings,
@@ -17,9 +19,8 @@ from mathrl.train.policy import (
     set_activation_checkpointing,
     token_logprobs_and_entropy,
 )
-from mathrl.train.rl import make_loss
-from mathrl.train.sft import Example, SFTConfig
-from mathrl.train.sft import accumulate_gradients as sft_gradients
+from mathrl.train.rl import token_weight
+from mathrl.train.sft import Example, sft_datums
 
 CPU = torch.device("cpu")
 
@@ -105,26 +106,28 @@ def test_activation_checkpointing_gives_the_same_gradients_with_lora_and_dropout
         assert _close(grads_a[name], grads_b[name]), name
 
 
-def _rollouts(n=9, seed=2):
+def _rollouts(normalization, n=9, seed=2, max_tokens=32):
     rng = random.Random(seed)
-    out = []
+    rows = []
     for i in range(n):
         prompt = [rng.randrange(300) for _ in range(rng.randint(3, 8))]
         completion = [rng.randrange(300) for _ in range(rng.randint(2, 20))]
         logprobs = tuple(-rng.random() * 3 for _ in completion)
-        out.append(Rollout(tuple(prompt + completion), len(prompt), logprobs, (-1) ** i * rng.random()))
-    return out
+        rows.append((prompt, completion, logprobs, (-1) ** i * rng.random()))
+    total = sum(len(c) for _, c, _, _ in rows)
+    return [Datum.from_sequence(p + c, len(p), token_weight(len(c), n, total, max_tokens, normalization),
+                                lp, a) for p, c, lp, a in rows]
 
 
 @pytest.mark.parametrize("normalization, tis", [("token_sum", None), ("token_mean", None),
                                                ("sequence_mean", None), ("token_mean", "token"),
                                                ("token_mean", "sequence")])
 def test_grpo_gradient_is_the_same_for_every_micro_batch_plan(normalization, tis):
-    seqs = _rollouts()
+    seqs = _rollouts(normalization)
     # Caps that cut some tokens (or sequences) and not others: these sequences' log ratios
     # (trainer - sampler, summed) run from -55 to -252.
     cap = {None: None, "token": 1.5, "sequence": math.exp(-60)}[tis]
-    loss_fn = make_loss("importance_sampling", tis_cap=cap, tis_level=tis or "token")
+    loss_fn = Loss("importance_sampling", tis_cap=cap, tis_level=tis or "token")
     plans = [
         dict(micro_batch_size=1),
         dict(micro_batch_size=3),
@@ -134,12 +137,8 @@ def test_grpo_gradient_is_the_same_for_every_micro_batch_plan(normalization, tis
     ]
     grads, micro_counts = [], []
     for plan in plans:
-        cfg = GRPOConfig(
-            model="tiny", dataset="arith_train", normalization=normalization, max_tokens=32,
-            tis_cap=cap, tis_level=tis or "token", **plan
-        )
         model = _policy()
-        out = accumulate_gradients(LogprobForward(model), seqs, 0, CPU, loss_fn, None, cfg)
+        out = accumulate(LogprobForward(model), seqs, loss_fn, Plan(**plan), 0, CPU).metrics
         grads.append(_grads(model))
         micro_counts.append(out["train/micro_batches"])
         if tis:
@@ -174,9 +173,11 @@ def test_sft_gradient_is_the_same_for_every_micro_batch_plan_and_with_packing():
     ]
     grads, losses, counts = [], [], []
     for plan in plans:
-        cfg = SFTConfig(model="tiny", data=("x.jsonl",), **plan)
+        packing, max_length = plan.pop("packing", False), plan.pop("max_length", None)
         model = _policy()
-        loss, n_target, n_micro = sft_gradients(LogprobForward(model), batch, 0, CPU, cfg)
+        out = accumulate(LogprobForward(model), sft_datums(batch), Loss("cross_entropy", entropy=False),
+                         Plan(**plan, pack_to=max_length if packing else None), 0, CPU).metrics
+        loss, n_micro = out["train/loss"], out["train/micro_batches"]
         grads.append(_grads(model))
         losses.append(loss)
         counts.append(n_micro)

@@ -55,7 +55,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_shipped_model_was_built_by_the_current_defaults():
-    """If the generator or defaults change, the shipped model must be rebuilt (see README)."""
+    """If the generator or defaults change, the shipped model must be rebuilt (see docs/data.md)."""
     report = json.loads((TINY_PATH / REPORT_FILE).read_text())
     assert report["config"] == json.loads(json.dumps(asdict(PretrainConfig())))
     assert 0.15 <= report["accuracy"] <= 0.50  # mediocre on purpose

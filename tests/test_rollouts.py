@@ -21,13 +21,14 @@ from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.sampling.hf import HFSampler
 from mathrl.serve import make_server
 from mathrl.tasks import arith
+from mathrl.train.learner import PolicyRef
+from mathrl.train.local import KEEP_PUBLISHED, LocalLearner, publish
 from mathrl.train.rollouts import (
-    KEEP_PUBLISHED,
-    PolicyRef,
+    InProcessRollouts,
     RolloutError,
     RolloutSettings,
     ServerRollouts,
-    publish,
+    ServerSettings,
 )
 
 GREEDY = SamplingParams(temperature=0, max_tokens=24)
@@ -139,7 +140,7 @@ def test_server_rollouts_sample_the_published_adapter_across_servers(prompts, tm
         servers.append(server)
     try:
         urls = tuple(f"http://127.0.0.1:{s.server_address[1]}/v1" for s in servers)
-        engine = ServerRollouts(RolloutSettings(engine="server", urls=urls), "tiny")
+        engine = _engine(urls)
         engine.load(PolicyRef(3, _adapter(tmp_path / "a", 1)))
         assert engine.version == 3
         groups = engine.sample(prompts, 2, GREEDY)  # greedy, n=2: one request of n=1, repeated
@@ -157,18 +158,22 @@ def test_server_rollouts_sample_the_published_adapter_across_servers(prompts, tm
             server.server_close()
 
 
+def _engine(urls, **settings):
+    settings = RolloutSettings(engine="server", server=ServerSettings(urls=tuple(urls)), **settings)
+    return ServerRollouts(settings, settings.server.urls, "tiny")
+
+
 def test_servers_sleep_while_the_trainer_steps_and_wake_to_load(served, prompts, tmp_path):
     url, server = served
-    engine = ServerRollouts(RolloutSettings(engine="server", urls=(f"{url}/v1",), sleep_while_training=True),
-                            "tiny")
+    engine = _engine([f"{url}/v1"], sleep_while_training=True)
     engine.load(PolicyRef(0, _adapter(tmp_path / "a", 1)))
     engine.sample(prompts[:1], 2, GREEDY)
-    engine.sleep()
+    engine.pause()
     with urllib.request.urlopen(f"{url}/is_sleeping") as response:
         assert json.loads(response.read()) == {"is_sleeping": True}
     engine.load(PolicyRef(1, _adapter(tmp_path / "b", 2)))  # wakes, then loads
     assert len(engine.sample(prompts[:1], 2, GREEDY)[0]) == 2
-    engine.sleep()
+    engine.pause()
     engine.wake()
     with urllib.request.urlopen(f"{url}/is_sleeping") as response:
         assert json.loads(response.read()) == {"is_sleeping": False}
@@ -202,7 +207,7 @@ def test_a_server_that_omits_ids_or_logprobs_fails_with_one_clear_message(drop, 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        engine = ServerRollouts(RolloutSettings(engine="server", urls=(url,)), "tiny")
+        engine = _engine([url])
         engine.load(PolicyRef(0, tmp_path))
         with pytest.raises(RolloutError, match=message):
             engine.sample(prompts[:1], 2, SamplingParams(temperature=1.0, max_tokens=4))
@@ -212,15 +217,17 @@ def test_a_server_that_omits_ids_or_logprobs_fails_with_one_clear_message(drop, 
 
 
 def test_publishing_writes_whole_adapters_and_keeps_the_last_two(tmp_path):
+    learner = LocalLearner("tiny", load_tokenizer("tiny"), tmp_path / "run")
+    engine = InProcessRollouts(learner, batch_size=8)
+    engine.sync(0, learner)  # in process: the engine samples the trained module, nothing is written
+    assert engine.version == 0 and not (tmp_path / "run" / "published").exists()
     model = get_peft_model(_tiny(), LoraConfig(r=2, target_modules=["q_proj"]))
-    assert publish(model, tmp_path, 0, needs_weights=False) == PolicyRef(0)  # in process: nothing
-    assert not (tmp_path / "published").exists()
-    refs = [publish(model, tmp_path, step, needs_weights=True) for step in range(4)]
+    refs = [publish(model, tmp_path, step) for step in range(4)]
     assert [r.version for r in refs] == [0, 1, 2, 3]
     kept = sorted(p.name for p in (tmp_path / "published").iterdir())
     assert kept == [f"step_{s:06d}" for s in range(4 - KEEP_PUBLISHED, 4)]
     assert (refs[-1].path / "adapter_model.safetensors").is_file() and refs[-1].kind == "adapter"
-    full = publish(_tiny(), tmp_path / "full", 5, needs_weights=True)  # full fine-tuning: the model
+    full = publish(_tiny(), tmp_path / "full", 5)  # full fine-tuning: the model
     assert full.kind == "weights" and (full.path / "model.safetensors").is_file()
 
 
@@ -230,8 +237,8 @@ def test_full_weights_publish_replaces_the_served_model_in_place(served, prompts
     with torch.no_grad():
         for p in changed.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    ref = publish(changed, tmp_path, 7, needs_weights=True)
-    engine = ServerRollouts(RolloutSettings(engine="server", urls=(f"{url}/v1",)), "tiny")
+    ref = publish(changed, tmp_path, 7)
+    engine = _engine([f"{url}/v1"])
     engine.load(ref)
     got = engine.sample(prompts[:1], 1, GREEDY)[0][0]
     want = HFSampler(changed, load_tokenizer("tiny")).sample(prompts[:1], 1, GREEDY)[0][0]
@@ -241,7 +248,7 @@ def test_full_weights_publish_replaces_the_served_model_in_place(served, prompts
 
 
 def test_settings_refuse_a_server_engine_without_urls():
-    with pytest.raises(ValueError, match="rollout.urls"):
+    with pytest.raises(ValueError, match="rollout.server.urls"):
         RolloutSettings(engine="server")
 
 
@@ -261,7 +268,7 @@ def serve_process():
 
 def _served_grpo(out, url, *overrides, wait=True):
     return run_recipe("grpo", "configs/tiny/grpo.yaml", out, "rollout.engine=server",
-                      f"rollout.urls=[{url}]", *overrides, wait=wait)
+                      f"rollout.server.urls=[{url}]", *overrides, wait=wait)
 
 
 @pytest.mark.slow
@@ -281,7 +288,7 @@ def test_grpo_through_a_served_engine_raises_accuracy_like_the_in_process_recipe
     # fp32 server and trainer: the logprobs the server sampled with are the trainer's own.
     assert all(abs(r["train/kl_sampler_trainer"]) < 1e-5 for r in steps if r.get("train/kl_sampler_trainer"))
     published = sorted(p.name for p in (tmp_path / "run" / "published").iterdir())
-    assert published == ["step_000058", "step_000059"]
+    assert published == ["step_000059", "step_000060"]  # the final evaluation samples step 60 through it
 
 
 def _port_open(port):

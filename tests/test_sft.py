@@ -11,8 +11,10 @@ from recipes import kill_after, logged_steps, run_recipe
 from safetensors.torch import load_file
 
 from mathrl.errors import UserError
+from mathrl.train.local import Plan, accumulate, micro_batches
+from mathrl.train.losses import Loss
 from mathrl.train.policy import LogprobForward
-from mathrl.train.sft import Example, assistant_mask, collate, epoch_batches, micro_batches, sft_loss_sum
+from mathrl.train.sft import Example, assistant_mask, epoch_batches, sft_datums
 
 CHAT = [
     {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
@@ -63,7 +65,7 @@ def test_mask_covers_every_assistant_turn_with_its_thinking_and_nothing_else(tin
 def test_only_assistant_tokens_get_gradient(tiny):
     model, tok = tiny
     ids, mask = assistant_mask(tok, CHAT)
-    batch = collate([[Example(tuple(ids), tuple(mask))]], tok.pad_token_id, torch.device("cpu"))
+    datums = sft_datums([Example(tuple(ids), tuple(mask))])
     captured = {}
 
     def keep_hidden(_module, _inputs, output):  # the final hidden states the LM head reads
@@ -72,7 +74,8 @@ def test_only_assistant_tokens_get_gradient(tiny):
 
     handle = model.get_decoder().register_forward_hook(keep_hidden)
     try:
-        sft_loss_sum(LogprobForward(model), batch).backward()
+        accumulate(LogprobForward(model), datums, Loss("cross_entropy", entropy=False), Plan(),
+                   tok.pad_token_id, torch.device("cpu"))
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)
@@ -92,7 +95,9 @@ def test_batches_are_a_seeded_permutation_per_epoch():
     assert epoch_batches(10, 4, 0, 0, last_batch="drop") == batches[:2]
     assert len(epoch_batches(3825, 32, 0, 0, "drop")) == 119 and len(epoch_batches(94, 8, 0, 0, "drop")) == 11
     examples = [Example((1,) * n, (True,) * n) for n in (5, 2, 9, 3)]
-    assert [[len(r[0].input_ids) for r in m] for m in micro_batches(examples, 2)] == [[2, 3], [5, 9]]
+    datums = sft_datums(examples)
+    layout = micro_batches(datums, Plan(micro_batch_size=2))
+    assert [[len(datums[r[0]].sequence) for r in m] for m in layout] == [[2, 3], [5, 9]]
 
 
 def _traces(path, n=48):

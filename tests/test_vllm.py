@@ -68,7 +68,7 @@ def _metrics(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-# The CPU build's flags, passed through rollout.vllm_args when mathrl starts vLLM itself.
+# The CPU build's flags, passed through rollout.vllm.args when mathrl starts vLLM itself.
 CPU_ARGS = ("[--dtype, float32, --enforce-eager, --max-model-len, '1024', --no-enable-chunked-prefill, "
             "--max-num-batched-tokens, '32768']")
 
@@ -79,7 +79,7 @@ def test_grpo_with_vllm_as_its_engine_improves_the_model_with_matching_logprobs(
     base = _metrics(TINY_PATH / "pretrain.json")["accuracy"]  # greedy, the same 300 arith problems
     out = run_recipe("grpo", "configs/tiny/grpo.yaml", tmp_path / "run", f"max_steps={STEPS}",
                      f"groups_per_batch={GROUPS}", "save_every=0", "rollout.engine=vllm",
-                     f"rollout.vllm_python={VLLM_PYTHON}", f"rollout.vllm_args={CPU_ARGS}")
+                     f"rollout.vllm.python={VLLM_PYTHON}", f"rollout.vllm.args={CPU_ARGS}")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward/mean" in r]

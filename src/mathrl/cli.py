@@ -71,6 +71,13 @@ def _apply_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mathrl.plugins import load_env_plugins
+
+    try:
+        load_env_plugins()
+    except ValueError as err:
+        print(f"mathrl: error: $MATHRL_PLUGINS: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -20,7 +20,7 @@ from typing import Literal
 from mathrl.config import describe_changes
 from mathrl.errors import UserError
 from mathrl.fileio import append_lines, complete_lines, write_atomic
-from mathrl.grading import grade
+from mathrl.grading import Grader
 from mathrl.prompts import PromptProtocol
 from mathrl.sampling import Sampler, SamplingParams
 from mathrl.sampling.chunked import sample_chunks
@@ -66,10 +66,11 @@ def select_correct(completions: Sequence[Completion], correct: Sequence[bool], k
 
 def collect_traces(sampler: Sampler, problems: Sequence[Problem], extract: str, cfg: CollectConfig,
                    out: Path, on_progress: Callable[[int, int], None] | None = None,
-                   endpoint: str | None = None) -> dict:
+                   endpoint: str | None = None, grader: Grader | None = None) -> dict:
     """Sample, grade and keep traces for ``problems`` into ``out``, resuming what is there.
     ``endpoint`` (the server's URL, if any) is recorded, not compared."""
     out = Path(out)
+    grader = grader or Grader(extract)
     done = _resume(out, cfg, endpoint)
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                             enable_thinking=cfg.prompt.thinking)
@@ -79,8 +80,9 @@ def collect_traces(sampler: Sampler, problems: Sequence[Problem], extract: str, 
     for pairs, _ in sample_chunks(sampler, problems, prompt_of, cfg.n, params, cfg.seed, cfg.dataset,
                                   cfg.chunk_size, done):
         traces, records = [], []
-        for problem, completions in pairs:
-            correct = [grade(c.text, problem.answer, extract, problem.tolerance) for c in completions]
+        graded_P = grader.grade_groups([p for p, _ in pairs], [c for _, c in pairs], extract=extract)
+        for (problem, completions), graded in zip(pairs, graded_P, strict=True):
+            correct = [g.correct for g in graded]
             kept = select_correct(completions, correct, cfg.keep)
             for i in kept:
                 c = completions[i]

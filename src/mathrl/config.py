@@ -128,6 +128,27 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def fill_defaults(recorded: dict, cls: type) -> dict:
+    """``recorded`` (a config as a run folder holds it) with every field of ``cls`` it lacks set to
+    its default, nested sections included: a setting a later version added compares as the
+    value the earlier run in effect had."""
+    out = dict(recorded)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(out.get(f.name), dict):
+            out[f.name] = fill_defaults(out[f.name], hints[f.name])
+        elif f.name not in out:
+            plain = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+            out[f.name] = _plain(plain)
+    return out
+
+
 def config_dict(cfg: Any) -> dict:
     """A dataclass config as plain YAML-safe data (tuples become lists)."""
     return _plain(dataclasses.asdict(cfg))
@@ -192,6 +213,9 @@ def _build(cls: type, values: dict, where: dict, prefix: str) -> Any:
     for key, value in values.items():
         name = f"{prefix}{key}"
         if key not in fields:
+            moved = getattr(cls, "RENAMED", {}).get(key)
+            if moved:
+                raise UserError(f"{where.get(name, name)}: {name} is now {prefix}{moved}")
             known = ", ".join(sorted(fields))
             raise UserError(f"{where.get(name, name)}: unknown setting {name!r} (known: {known})")
         kwargs[key] = _convert(hints[key], value, name, where)

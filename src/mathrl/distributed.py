@@ -192,7 +192,7 @@ def gradient_sync(module: torch.nn.Module, enabled: bool):
 
 def accumulation(module: torch.nn.Module, plan: Sequence, d: Dist) -> Iterator:
     """The micro-batches of this rank's ``plan``, then ``None`` for each micro-batch it has fewer
-    than the rank with the most (run :func:`idle_backward` for those). DDP reduces on the last
+    than the rank with the most (run :func:`idle_pass` for those). DDP reduces on the last
     alone; FSDP reduce-scatters every one, as torchtitan does, because gradients held back
     until the last micro-batch would be whole (unsharded) on every rank in the meantime."""
     n = d.max(len(plan))
@@ -202,13 +202,14 @@ def accumulation(module: torch.nn.Module, plan: Sequence, d: Dist) -> Iterator:
             yield plan[i] if i < len(plan) else None
 
 
-def idle_backward(module: torch.nn.Module, device: torch.device) -> None:
-    """A forward and backward that adds nothing to any gradient: a rank's part in the others'
+def idle_pass(module: torch.nn.Module, device: torch.device, backward: bool = True) -> None:
+    """A forward (and backward) that adds nothing to any gradient: a rank's part in the others'
     collectives when it has no micro-batch left (or no sequence at all) this step."""
     ids_B_T = torch.zeros((1, 2), dtype=torch.long, device=device)
     target_B_T = torch.tensor([[False, True]], device=device)
     logp_B_T, _ = module(ids_B_T, torch.ones_like(ids_B_T), entropy=False, target_B_T=target_B_T)
-    (logp_B_T.sum() * 0.0).backward()
+    if backward:
+        (logp_B_T.sum() * 0.0).backward()
 
 
 @contextlib.contextmanager

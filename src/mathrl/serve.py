@@ -27,6 +27,7 @@ batched with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -158,6 +159,23 @@ class Policies:
 
     def names(self) -> list[str]:
         return [self.base_name, *self.adapters]
+
+    def lock(self) -> threading.Lock:
+        """Held while the model is used outside :meth:`sample` (scoring a prompt)."""
+        return self._lock
+
+    @contextlib.contextmanager
+    def active(self, name: str | None):
+        """The model with adapter ``name`` active (None: the base model), inside :meth:`lock`."""
+        model = self.sampler.model
+        if name is None:
+            with model.disable_adapter() if self.adapters else contextlib.nullcontext():
+                yield model
+            return
+        if name not in self.adapters:
+            raise _NotFound(f"The model `{name}` does not exist (served: {', '.join(self.names())})")
+        model.set_adapter(name)
+        yield model
 
     def sample(self, name: str | None, prompts, n: int, params: SamplingParams):
         with self._lock:

@@ -7,7 +7,7 @@ per-token (``_T``) or per-sample (``_G``) sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -60,12 +60,14 @@ class Completion:
 @dataclass(frozen=True)
 class Graded:
     """A completion judged by the one grader: the extracted answer, whether it is correct, the
-    reward's parts by name (``correct``, ``format``, ``efficiency``) and their weighted sum."""
+    reward's parts by name (``correct``, ``format``, ``efficiency``) and their weighted sum, and
+    whether the comparison ran out of time (then ``correct`` is False, and counted apart)."""
 
     extracted: str | None
     correct: bool
-    reward_parts: dict[str, float]
-    reward: float
+    reward_parts: dict[str, float] = field(default_factory=dict)
+    reward: float = 0.0
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)

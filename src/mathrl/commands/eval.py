@@ -22,20 +22,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     from mathrl.commands import add_prompt_arguments, add_recipe_option
 
+    # The protocol's defaults are EvalConfig's (mathrl.eval.run), the one place they are set; this
+    # module is imported to build the CLI, so they are read without importing the eval machinery.
+    default = _eval_defaults()
     add_recipe_option(parser)
     add_prompt_arguments(parser)
     parser.add_argument("--benchmarks", required=True, help="comma-separated names, e.g. math500,aime2024")
     parser.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/baseline")
-    parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
-    parser.add_argument("--temperature", type=float, default=0.01, help="default 0.01 (greedy)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=default["n"],
+                        help=f"samples per problem (default {default['n']})")
+    parser.add_argument("--temperature", type=float, default=default["temperature"],
+                        help=f"default {default['temperature']} (greedy)")
+    parser.add_argument("--top-p", type=float, default=default["top_p"])
+    parser.add_argument("--max-tokens", type=int, default=default["max_tokens"])
     parser.add_argument("--num-problems", type=int, default=None, help="seeded, stable subsample")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk-size", type=int, default=32,
+    parser.add_argument("--seed", type=int, default=default["seed"])
+    parser.add_argument("--chunk-size", type=int, default=default["chunk_size"],
                         help="problems per resumable unit (part of the run's settings)")
     parser.add_argument("--data-dir", default=None, help="benchmark files (default $MATHRL_DATA_DIR)")
     parser.set_defaults(run=run)
+
+
+def _eval_defaults() -> dict:
+    import dataclasses
+
+    from mathrl.eval.config import EvalConfig
+
+    return {f.name: f.default for f in dataclasses.fields(EvalConfig) if f.default is not dataclasses.MISSING}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from mathrl.console import make_console
     from mathrl.data import REGISTRY
     from mathrl.errors import UserError
-    from mathrl.eval.run import EvalConfig, evaluate, summary_table
+    from mathrl.eval.config import EvalConfig
+    from mathrl.eval.run import evaluate, summary_table
     from mathrl.sampling.factory import make_sampler
 
     benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())

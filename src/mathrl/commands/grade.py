@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="significant digits a rounded decimal needs to equal an exact answer such "
                         f"as 1/12 or sqrt(2) (default {DEFAULT_APPROX_DIGITS}); 'exact' turns rounding off")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
-    parser.add_argument("--processes", type=int, default=None, help="grading processes (default: all cores)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="grading processes (default: all cores; 0: grade in this process)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per comparison (default 2)")
     parser.set_defaults(run=run)
 
@@ -38,7 +39,7 @@ def _digits(value: str) -> int | None:
 
 def _requests(path: Path, extract: str, approx_digits: int | None):
     from mathrl.data.rows import DataError, read_file_rows
-    from mathrl.grading.batch import GradeRequest
+    from mathrl.grading.grader import GradeRequest
 
     rows, requests = [], []
     for row in read_file_rows(path):
@@ -62,12 +63,16 @@ def _requests(path: Path, extract: str, approx_digits: int | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from mathrl.fileio import write_atomic
-    from mathrl.grading import grade_many
+    from mathrl.grading import Grader
 
     rows, requests = _requests(args.file, args.extract, args.approx_digits)
-    results = grade_many(requests, processes=args.processes, timeout=args.timeout)
-    lines = [json.dumps({**row, "extracted": r.extracted, "correct": r.correct}, ensure_ascii=False)
+    processes = (os.cpu_count() or 1) if args.processes is None else args.processes
+    results = Grader(timeout=args.timeout, processes=processes).grade_requests(requests)
+    lines = [json.dumps({**row, "extracted": r.extracted, "correct": r.correct,
+                         **({"timed_out": True} if r.timed_out else {})}, ensure_ascii=False)
              for row, r in zip(rows, results, strict=True)]
     text = "".join(line + "\n" for line in lines)
     if args.out is None:
@@ -75,5 +80,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_atomic(args.out, text)
     correct = sum(r.correct for r in results)
-    print(f"graded {len(results)}: {correct} correct ({correct / max(1, len(results)):.1%})", file=sys.stderr)
+    timeouts = sum(r.timed_out for r in results)
+    print(f"graded {len(results)}: {correct} correct ({correct / max(1, len(results)):.1%})"
+          + (f", {timeouts} timed out (not counted correct)" if timeouts else ""), file=sys.stderr)
     return 0

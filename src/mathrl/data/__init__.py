@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mathrl.data.registry import REGISTRY, DatasetSpec
+from mathrl.data.registry import REGISTRY, DatasetSpec, register_dataset
 from mathrl.data.rows import (
     USER_FILE_SUFFIXES,
     DataError,
@@ -28,7 +28,7 @@ from mathrl.data.select import select
 from mathrl.types import Problem
 
 __all__ = ["REGISTRY", "DataError", "Dataset", "DatasetSpec", "FieldMap", "data_dir_from",
-           "load_dataset", "local_file", "select"]
+           "load_dataset", "local_file", "register_dataset", "select"]
 
 DATA_DIR_ENV = "MATHRL_DATA_DIR"
 HUB_PREFIX = "hf:"

@@ -117,3 +117,9 @@ _SPECS = [
                 generate=_arith_train),
 ]
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a named dataset (a benchmark or a training set) to the registry."""
+    REGISTRY[spec.name] = spec
+    return spec

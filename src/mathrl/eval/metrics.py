@@ -126,6 +126,8 @@ def summarize(groups: Sequence[Sequence[dict]], ks: Sequence[int] | None = None)
         "efficiency": efficiency(accuracy, mean_tokens),
         "truncation_rate": (sum(s["finish_reason"] == "length" for s in samples) / len(samples)
                             if samples else 0.0),
+        # Answers whose comparison ran out of time: scored wrong, and counted here apart.
+        "grading_timeouts": sum(bool(s.get("timed_out")) for s in samples),
     }
 
 

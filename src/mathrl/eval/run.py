@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -26,32 +26,16 @@ import yaml
 from mathrl.config import describe_changes
 from mathrl.data import load_dataset
 from mathrl.errors import UserError
+from mathrl.eval.config import EvalConfig
 from mathrl.eval.metrics import closed_thinking_tokens, summarize
 from mathrl.fileio import append_lines, complete_lines, write_atomic
-from mathrl.grading import answers_match, extract_answer
+from mathrl.grading import Grader
 from mathrl.grading.normalize import compact, normalize
 from mathrl.models import local_tokenizer
-from mathrl.prompts import PromptProtocol
 from mathrl.sampling import Sampler, SamplingParams
 from mathrl.sampling.chunked import sample_chunks
 from mathrl.train.sink import MetricsSink
 from mathrl.types import Problem
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    model: str
-    benchmarks: tuple[str, ...]
-    adapter: str | None = None
-    n: int = 1
-    temperature: float = 0.01
-    top_p: float = 1.0
-    max_tokens: int = 2048
-    num_problems: int | None = None
-    seed: int = 0
-    prompt: PromptProtocol = field(default_factory=PromptProtocol)
-    shuffle_seed: int | None = None  # the first num_problems of a hub-style shuffle (else a stable sample)
-    chunk_size: int = 32  # problems per resumable unit (and per sampling call)
 
 
 def check_config(out_dir: Path, cfg: EvalConfig) -> None:
@@ -89,17 +73,16 @@ def read_samples(path: Path, n: int) -> dict[str, list[dict]]:
     return kept
 
 
-def sample_rows(problem: Problem, benchmark: str, extract: str, completions,
+def sample_rows(problem: Problem, benchmark: str, completions, graded,
                 count_tokens: Callable[[str], int] | None = None) -> list[dict]:
     rows = []
-    for index, c in enumerate(completions):
-        extracted = extract_answer(c.text, extract)
+    for index, (c, g) in enumerate(zip(completions, graded, strict=True)):
         rows.append({
             "benchmark": benchmark, "problem_id": problem.id, "sample_index": index,
             "problem": problem.problem, "gold": problem.answer, "level": problem.level,
-            "subject": problem.subject, "response": c.text, "extracted": extracted,
-            "correct": answers_match(extracted, problem.answer, problem.tolerance),
-            "answer_key": compact(normalize(extracted)) if extracted is not None else None,
+            "subject": problem.subject, "response": c.text, "extracted": g.extracted,
+            "correct": g.correct, "timed_out": g.timed_out,
+            "answer_key": compact(normalize(g.extracted)) if g.extracted is not None else None,
             "finish_reason": c.finish_reason, "n_tokens": c.n_tokens,
             "n_thinking_tokens": c.n_thinking_tokens,
             "n_thinking_tokens_closed": (closed_thinking_tokens(c.text, count_tokens)
@@ -110,8 +93,10 @@ def sample_rows(problem: Problem, benchmark: str, extract: str, completions,
 
 def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_dir: Path,
                        data_dir: str | None = None,
-                       on_progress: Callable[[int, int], None] | None = None) -> dict:
+                       on_progress: Callable[[int, int], None] | None = None,
+                       grader: Grader | None = None) -> dict:
     """Evaluate one benchmark into ``out_dir/eval/<benchmark>/``, resuming what is there."""
+    grader = grader or Grader()
     dataset = load_dataset(benchmark, data_dir, num_problems=cfg.num_problems, seed=cfg.seed,
                            shuffle_seed=cfg.shuffle_seed)
     bench_dir = out_dir / "eval" / benchmark
@@ -132,8 +117,9 @@ def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_di
                                         cfg.chunk_size, done):
         sampling_s += seconds
         lines = []
-        for problem, completions in pairs:
-            rows = sample_rows(problem, benchmark, dataset.extract, completions, count_tokens)
+        graded_P = grader.grade_groups([p for p, _ in pairs], [c for _, c in pairs], extract=dataset.extract)
+        for (problem, completions), graded in zip(pairs, graded_P, strict=True):
+            rows = sample_rows(problem, benchmark, completions, graded, count_tokens)
             new_tokens += sum(r["n_tokens"] for r in rows)
             done[problem.id] = rows
             lines += [json.dumps(r, ensure_ascii=False) for r in rows]
@@ -149,14 +135,15 @@ def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_di
 
 
 def evaluate(sampler: Sampler, cfg: EvalConfig, out_dir: Path, data_dir: str | None = None,
-             progress: Callable[[str], Callable[[int, int], None]] | None = None) -> dict[str, dict]:
+             progress: Callable[[str], Callable[[int, int], None]] | None = None,
+             grader: Grader | None = None) -> dict[str, dict]:
     """Evaluate every benchmark of ``cfg``; returns metrics by benchmark."""
     out_dir = Path(out_dir)
     check_config(out_dir, cfg)
     results = {}
     for benchmark in cfg.benchmarks:
         results[benchmark] = evaluate_benchmark(sampler, cfg, benchmark, out_dir, data_dir,
-                                                progress(benchmark) if progress else None)
+                                                progress(benchmark) if progress else None, grader)
         log_metrics(out_dir, {f"eval/{benchmark}/{k}": v for k, v in results[benchmark].items()
                               if isinstance(v, int | float) and not isinstance(v, bool)})
     return results

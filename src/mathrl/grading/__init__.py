@@ -1,12 +1,12 @@
 """The one grader: the eval metric, the RL correctness reward and the data filters all use it.
 
 ``grade(response, gold)`` extracts the final answer (thinking removed) and compares it with
-``answers_match``; ``grade_many`` does the same for many pairs in a process pool.
+``answers_match``; :class:`Grader` does the same for the completions of many problems, in a
+pool of worker processes with a hard per-answer deadline, counting timeouts apart.
 """
 
 from __future__ import annotations
 
-from mathrl.grading.batch import grade_many
 from mathrl.grading.equivalence import DEFAULT_APPROX_DIGITS, DEFAULT_TIMEOUT_S, answers_match, parse_number
 from mathrl.grading.extract import (
     EXTRACT_MODES,
@@ -16,11 +16,12 @@ from mathrl.grading.extract import (
     split_thinking,
     strip_thinking,
 )
+from mathrl.grading.grader import Grader, GradeRequest, GradeResult
 from mathrl.grading.normalize import normalize
 
-__all__ = ["DEFAULT_APPROX_DIGITS", "DEFAULT_TIMEOUT_S", "EXTRACT_MODES", "answers_match", "extract_answer",
-           "final_boxes", "grade", "grade_many", "last_boxed", "normalize", "parse_number", "split_thinking",
-           "strip_thinking"]
+__all__ = ["DEFAULT_APPROX_DIGITS", "DEFAULT_TIMEOUT_S", "EXTRACT_MODES", "GradeRequest", "GradeResult",
+           "Grader", "answers_match", "extract_answer", "final_boxes", "grade", "last_boxed", "normalize",
+           "parse_number", "split_thinking", "strip_thinking"]
 
 
 def grade(response: str, gold: str, extract: str = "boxed", tolerance: float | None = None,

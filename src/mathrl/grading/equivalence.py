@@ -56,7 +56,7 @@ from typing import NamedTuple
 
 import sympy
 
-from mathrl.grading.bounded import call_bounded
+from mathrl.grading.bounded import TIMED_OUT, TimedOut, call_bounded
 from mathrl.grading.normalize import compact, normalize
 from mathrl.grading.parse import ParseError, parse
 
@@ -132,6 +132,13 @@ def answers_match(pred: str | None, gold: str, tolerance: float | None = None,
     >>> answers_match("1,000", "1000"), answers_match("\\\\dfrac{1}{2}", "0.5"), answers_match("3", "4")
     (True, True, False)
     """
+    verdict = compare(pred, gold, tolerance, timeout, approx_digits)
+    return verdict is not TIMED_OUT and bool(verdict)
+
+
+def compare(pred: str | None, gold: str, tolerance: float | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+            approx_digits: int | None = DEFAULT_APPROX_DIGITS) -> bool | TimedOut:
+    """:func:`answers_match`, telling an overrun of ``timeout`` (``TIMED_OUT``) from "not equal"."""
     if pred is None or gold is None:
         return False
     rules = Rules(tolerance, approx_digits)
@@ -152,7 +159,8 @@ def answers_match(pred: str | None, gold: str, tolerance: float | None = None,
             written = g if a is None else p
             if "." in written:
                 return _numbers_equal(c, a if a is not None else b, written, written, rules)
-        return bool(call_bounded(_structured_match, (p, g, rules), timeout, False))
+        verdict = call_bounded(_structured_match, (p, g, rules), timeout, False, on_timeout=TIMED_OUT)
+        return verdict if verdict is TIMED_OUT else bool(verdict)
     except Exception:
         return False
 

@@ -26,6 +26,7 @@ class SamplingParams:
     top_k: int = 0  # 0 = no top-k filter
     max_tokens: int = 2048
     stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()  # tokens that end a sample besides the model's own stop tokens
     seed: int | None = None
     enable_thinking: bool = True
     ignore_eos: bool = False  # decode max_tokens whatever the model emits (benchmarks)

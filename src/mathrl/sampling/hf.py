@@ -91,7 +91,7 @@ class HFSampler:
         # Each row's 64-bit seed as two 32-bit halves (int64 tensors: the hash stays in range).
         seed_lo_S = torch.tensor([s & _M32 for s in seeds], device=device)
         seed_hi_S = torch.tensor([s >> 32 for s in seeds], device=device)
-        stop_ids = torch.tensor([] if params.ignore_eos else self.stop_ids, device=device, dtype=torch.long)
+        stop_ids = torch.tensor(self._stop_ids(params), device=device, dtype=torch.long)
         for step in range(max_new):
             uniform_S = _uniform(seed_lo_S[live_S], seed_hi_S[live_S], step)
             token_S, logprob_S = _draw(logits_S_V, params, uniform_S)
@@ -124,13 +124,16 @@ class HFSampler:
                                                 len(prompt_ids[r // n]), params))
         return [completions[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
+    def _stop_ids(self, params: SamplingParams) -> list[int]:
+        return ([] if params.ignore_eos else list(self.stop_ids)) + list(params.stop_token_ids)
+
     def _hit_stop_string(self, ids: list[int], stops: tuple[str, ...]) -> bool:
         tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=True)
         return any(stop in tail for stop in stops)
 
     def _completion(self, ids: list[int], logprobs: list[float], prompt_n_tokens: int,
                     params: SamplingParams) -> Completion:
-        finish = "stop" if ids and ids[-1] in self.stop_ids else "length"
+        finish = "stop" if ids and ids[-1] in self._stop_ids(params) else "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         for stop in params.stop:
             cut = text.find(stop)

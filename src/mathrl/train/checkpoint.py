@@ -41,25 +41,28 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, state: dict, keep: int = 0,
-                    weights: dict | None = None) -> Path:
-    """Write weights and ``state`` for ``step``; keep only the newest ``keep`` (0 = all).
-    ``weights``: the model's state dict when the module itself does not hold it whole (gathered
-    from FSDP shards)."""
-    final = checkpoint_dir(run_dir, step)
+def save_checkpoint(folder: str | Path, model, tokenizer, state: dict, weights: dict | None = None) -> Path:
+    """Write weights and ``state`` (with this process's RNG state) to ``folder``, under a
+    temporary name renamed into place. ``weights``: the model's state dict when the module itself
+    does not hold it whole (gathered from FSDP shards)."""
+    final = Path(folder)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, state_dict=weights)
     if not hasattr(model, "peft_config"):  # a full model folder is loadable only with its tokenizer
         tokenizer.save_pretrained(tmp)
-    torch.save({"step": step, "rng": rng_state(), **state}, tmp / STATE_FILE)
+    torch.save({"rng": rng_state(), **state}, tmp / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    return final
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Keep only the newest ``keep`` finished checkpoints (0 = all)."""
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

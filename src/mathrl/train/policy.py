@@ -109,6 +109,7 @@ def token_logprobs(
     target_B_T: torch.Tensor | None = None,
     position_ids_B_T: torch.Tensor | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    target_ids_B_T: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``logprobs_B_T[b, t]``: log p(token t | tokens < t); position 0 has no prediction and is 0.
 
@@ -119,7 +120,7 @@ def token_logprobs(
     """
     return token_logprobs_and_entropy(model, input_ids_B_T, attention_B_T, temperature, entropy=False,
                                       target_B_T=target_B_T, position_ids_B_T=position_ids_B_T,
-                                      chunk_tokens=chunk_tokens)[0]
+                                      chunk_tokens=chunk_tokens, target_ids_B_T=target_ids_B_T)[0]
 
 
 def token_logprobs_and_entropy(
@@ -131,6 +132,7 @@ def token_logprobs_and_entropy(
     target_B_T: torch.Tensor | None = None,
     position_ids_B_T: torch.Tensor | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    target_ids_B_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`token_logprobs` and, with ``entropy``, each position's predictive entropy (no grad).
 
@@ -141,9 +143,11 @@ def token_logprobs_and_entropy(
     fp32 logits, not batch x length x vocabulary. The loss math is fp32 whatever the weights.
 
     ``attention_B_T=None`` with ``position_ids_B_T`` that restart at 0 is a packed row: each
-    document attends only to itself (transformers' packed-sequence masks).
+    document attends only to itself (transformers' packed-sequence masks). ``target_ids_B_T``:
+    the token scored at each position when it is not the input token there (a Tinker datum may
+    score any token); None: the input's own tokens.
     """
-    targets_B_T = input_ids_B_T[:, 1:]
+    targets_B_T = (input_ids_B_T if target_ids_B_T is None else target_ids_B_T)[:, 1:]
     wanted_B_T = torch.ones_like(targets_B_T, dtype=torch.bool) if target_B_T is None else target_B_T[:, 1:]
     head = model.get_output_embeddings()
     logps, ents = [], []
@@ -181,10 +185,11 @@ class LogprobForward(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids_B_T, attention_B_T, temperature: float = 1.0, entropy: bool = True,
-                target_B_T=None, position_ids_B_T=None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+                target_B_T=None, position_ids_B_T=None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                target_ids_B_T=None):
         return token_logprobs_and_entropy(self.model, input_ids_B_T, attention_B_T, temperature, entropy,
                                           target_B_T=target_B_T, position_ids_B_T=position_ids_B_T,
-                                          chunk_tokens=chunk_tokens)
+                                          chunk_tokens=chunk_tokens, target_ids_B_T=target_ids_B_T)
 
 
 def _compute_precision(frozen_weight: torch.Tensor):

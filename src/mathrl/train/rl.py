@@ -1,4 +1,4 @@
-"""The RL math of ``mathrl grpo``: advantages, group filtering, losses, loss normalisation.
+"""The RL math of ``mathrl grpo``: advantages, group filtering, loss normalisation, datums.
 
 Small pure functions, each tested with hand-computed numbers. Deviations from GRPO as published
 (Shao et al. 2024, DeepSeekMath), as the reference studies ran it:
@@ -7,36 +7,35 @@ Small pure functions, each tested with hand-computed numbers. Deviations from GR
    optional and off by default (Dr. GRPO shows it biases toward easy/hard groups).
 2. Groups whose rewards are all equal carry no signal and are dropped (counted, logged), not
    trained on with zero advantage.
-3. One optimizer step per batch of rollouts, sampled with the current weights: the default loss
-   is plain importance sampling, ``-exp(logp_train - logp_sampler) * A``, whose ratio only
-   corrects numerical sampler/trainer mismatch. PPO clipping (with separate low/high epsilon,
-   DAPO's clip-higher) is available for off-policy use.
+3. One optimizer step per batch of rollouts by default, sampled with the current weights: the
+   default loss is plain importance sampling, ``-exp(logp_train - logp_sampler) * A``, whose
+   ratio only corrects numerical sampler/trainer mismatch. ``num_substeps: k`` splits the batch's
+   groups into k parts with an optimizer step each (the cookbook's substeps), and PPO clipping
+   (with separate low/high thresholds, DAPO's clip-higher) or CISPO then matter. The losses are
+   in :mod:`mathrl.train.losses`.
 4. No KL penalty to a reference model by default (``kl_coef: 0``); when on, it is the k3
-   estimator, added per token.
+   estimator times the ratio, added per token (:mod:`mathrl.train.losses` says why).
 5. Sampler and trainer compute the same policy with different kernels (an inference engine in
    bf16, the trainer's own forward), so their probabilities differ a little. Truncated importance
    sampling (``tis_cap``; Yao et al. 2025, "Your efficient RL framework secretly brings you
-   off-policy RL training") corrects for it: the ratio is taken against the trainer's own
-   (pre-update) probabilities, and the sampler-to-trainer ratio ``pi_trainer / pi_sampler``,
-   per token or per sequence, multiplies the loss capped at ``tis_cap``. Off by default: with
-   the in-process sampler the two are the same computation.
+   off-policy RL training") corrects for it. Off by default: with the in-process sampler the
+   two are the same computation.
 6. The loss is summed over tokens by default (the reference loop); token mean over the batch
    (DAPO), a constant length (Dr. GRPO) and the per-sequence mean (the paper) are options.
-   The normalisation is a per-token weight fixed for the whole batch, so gradient accumulation
-   over micro-batches gives exactly the full batch's gradient.
+   The normalisation is a per-token weight fixed for the whole batch (the datums' ``weights``),
+   so gradient accumulation over micro-batches gives exactly the full batch's gradient.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import statistics
+from collections.abc import Sequence
 from typing import Literal
 
-import torch
+from mathrl.train.learner import Datum
+from mathrl.types import Group
 
-LossName = Literal["importance_sampling", "ppo_clip"]
-TisLevel = Literal["token", "sequence"]
 Normalization = Literal["token_sum", "token_mean", "constant", "sequence_mean"]
 
 
@@ -87,101 +86,77 @@ def token_weight(
     raise ValueError(f"unknown normalization {normalization!r}")
 
 
-@dataclass(frozen=True)
-class LossTerms:
-    """Per-token loss (B, T) and diagnostics: where the ratio was clipped, the KL terms, and where
-    the truncated importance weight was capped."""
+def rl_datums(groups: Sequence[Group], prompt_ids: dict[str, Sequence[int]], normalization: Normalization,
+              max_tokens: int) -> list[Datum]:
+    """One datum per non-empty completion of ``groups``: prompt + completion, the loss on the
+    completion tokens with their sampler logprobs and the completion's advantage, each token
+    weighted per ``normalization`` over these groups' sequences and tokens."""
+    rows = [(prompt_ids[g.problem.id], c, a) for g in groups
+            for c, a in zip(g.completions, g.advantages, strict=True) if c.n_tokens]
+    total_tokens = sum(len(c.token_ids) for _, c, _ in rows)
+    def weight(c) -> float:
+        return token_weight(len(c.token_ids), len(rows), total_tokens, max_tokens, normalization)
 
-    loss_B_T: torch.Tensor
-    clipped_B_T: torch.Tensor
-    kl_B_T: torch.Tensor | None = None
-    truncated_B_T: torch.Tensor | None = None
+    return [Datum.from_sequence(tuple(prompt) + c.token_ids, len(prompt), weight(c), c.logprobs, a)
+            for prompt, c, a in rows]
 
 
-def truncated_is_weights(
-    trainer_logp_B_T: torch.Tensor, sampler_logp_B_T: torch.Tensor, mask_B_T: torch.Tensor,
-    cap: float, level: TisLevel = "token",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``min(pi_trainer / pi_sampler, cap)`` per token, or per sequence (the product over its
-    completion tokens, the same for each of them), and where the cap applied. No gradient.
+def split_groups(groups: Sequence[Group], parts: int) -> list[list[Group]]:
+    """``groups`` in ``parts`` contiguous runs of whole groups (sizes differ by at most one; no
+    empty run): each is one optimizer substep, as the cookbook's ``num_substeps``.
 
-    >>> w, cut = truncated_is_weights(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]]),
-    ...                               torch.tensor([[1, 1]]), cap=1.2)
-    >>> [round(x, 4) for x in w[0].tolist()], cut.tolist()
-    ([1.2, 0.3679], [[True, False]])
+    >>> [len(p) for p in split_groups(list(range(7)), 3)]
+    [3, 2, 2]
     """
-    log_ratio_B_T = ((trainer_logp_B_T - sampler_logp_B_T) * mask_B_T).detach()
-    if level == "sequence":
-        log_ratio_B_T = log_ratio_B_T.sum(-1, keepdim=True).expand_as(log_ratio_B_T)
-    elif level != "token":
-        raise ValueError(f"tis_level must be 'token' or 'sequence', got {level!r}")
-    ratio_B_T = torch.exp(log_ratio_B_T)
-    return ratio_B_T.clamp(max=cap), ratio_B_T > cap
+    parts = max(1, min(parts, len(groups)))
+    base, extra = divmod(len(groups), parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (i < extra)
+        out.append(list(groups[start:start + size]))
+        start += size
+    return out
 
 
-def importance_sampling_loss(
-    logp_B_T: torch.Tensor, sampler_logp_B_T: torch.Tensor, advantage_B: torch.Tensor
-) -> LossTerms:
-    """``-exp(logp - sampler_logp) * A`` per token (the studies' loss)."""
-    ratio_B_T = torch.exp(logp_B_T - sampler_logp_B_T)
-    return LossTerms(-ratio_B_T * advantage_B[:, None], torch.zeros_like(ratio_B_T, dtype=torch.bool))
+SUMMED = ("train/loss", "train/sequences", "train/tokens", "train/micro_batches")
 
 
-def ppo_clip_loss(
-    logp_B_T: torch.Tensor,
-    sampler_logp_B_T: torch.Tensor,
-    advantage_B: torch.Tensor,
-    clip_low: float = 0.2,
-    clip_high: float = 0.28,
-) -> LossTerms:
-    """``-min(r A, clip(r, 1 - clip_low, 1 + clip_high) A)`` per token (PPO, with clip-higher)."""
-    ratio_B_T = torch.exp(logp_B_T - sampler_logp_B_T)
-    advantage_B_1 = advantage_B[:, None]
-    unclipped = ratio_B_T * advantage_B_1
-    clipped = ratio_B_T.clamp(1 - clip_low, 1 + clip_high) * advantage_B_1
-    return LossTerms(-torch.minimum(unclipped, clipped), clipped < unclipped)
+def merge_updates(updates: Sequence[dict]) -> dict:
+    """One step's metrics from its substeps' (counts and the loss summed, the rest averaged)."""
+    if len(updates) <= 1:
+        return dict(updates[0]) if updates else {}
+    keys = {k for u in updates for k in u}
+    return {k: (sum if k in SUMMED else statistics.fmean)([u[k] for u in updates if k in u])
+            for k in sorted(keys)}
 
 
-def k3_kl(logp_B_T: torch.Tensor, ref_logp_B_T: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(policy || reference) estimate ``exp(d) - d - 1`` with ``d = ref - logp`` (>= 0)."""
-    d = ref_logp_B_T - logp_B_T
-    return torch.expm1(d) - d  # = exp(d) - 1 - d, without the cancellation that makes it < 0 near d = 0
-
-
-def make_loss(
-    name: LossName, clip_low: float = 0.2, clip_high: float = 0.28, kl_coef: float = 0.0,
-    tis_cap: float | None = None, tis_level: TisLevel = "token",
-) -> Callable[..., LossTerms]:
-    """The per-token loss, chosen once: ``loss(logp, sampler_logp, advantage, ref_logp=None,
-    mask=None)`` (``mask``, the completion tokens, is needed for sequence-level TIS)."""
-    if tis_cap is not None:
-        inner = make_loss(name, clip_low, clip_high, kl_coef)
-
-        def with_tis(logp, sampler, adv, ref_logp=None, mask=None):
-            # The ratio against the trainer's own pre-update probabilities (1 in value, the
-            # policy gradient in gradient); the sampler mismatch as a capped, constant weight.
-            weight_B_T, truncated_B_T = truncated_is_weights(
-                logp, sampler, torch.ones_like(logp) if mask is None else mask, tis_cap, tis_level)
-            terms = inner(logp, logp.detach(), adv, ref_logp)
-            return LossTerms(terms.loss_B_T * weight_B_T, terms.clipped_B_T, terms.kl_B_T, truncated_B_T)
-
-        return with_tis
-    if name == "importance_sampling":
-
-        def base(logp, old, adv):
-            return importance_sampling_loss(logp, old, adv)
-    elif name == "ppo_clip":
-
-        def base(logp, old, adv):
-            return ppo_clip_loss(logp, old, adv, clip_low, clip_high)
-    else:
-        raise ValueError(f"unknown loss {name!r}")
-    if kl_coef == 0:
-        return lambda logp, old, adv, ref_logp=None, mask=None: base(logp, old, adv)
-
-    def with_kl(logp, old, adv, ref_logp=None, mask=None):
-        terms = base(logp, old, adv)
-        kl = k3_kl(logp, ref_logp)
-        return LossTerms(terms.loss_B_T + kl_coef * kl, terms.clipped_B_T, kl)
-
-    return with_kl
+def step_metrics(groups: Sequence[Group], n_kept: int, update: dict, lr: float,
+                 times: tuple[float, float, float, float, float]) -> dict:
+    t0, t_synced, t_sampled, t_graded, t_trained = times
+    completions = [c for g in groups for c in g.completions]
+    tokens = [c.n_tokens for c in completions]
+    graded = [x for g in groups for x in g.graded]
+    outcomes = [group_outcome([x.correct for x in g.graded]) for g in groups]
+    metrics = {
+        "reward/mean": statistics.fmean(r for g in groups for r in g.rewards),
+        "reward/correct": statistics.fmean(x.correct for x in graded),
+        "groups/all_correct": outcomes.count("all_correct") / len(groups),
+        "groups/all_wrong": outcomes.count("all_wrong") / len(groups),
+        "groups/mixed": outcomes.count("mixed") / len(groups),
+        "groups/skipped_constant": len(groups) - n_kept,
+        "grading/timeouts": sum(x.timed_out for x in graded),  # counted as wrong, and here
+        "tokens/mean": statistics.fmean(tokens),
+        "tokens/max": max(tokens),
+        "tokens/thinking_mean": statistics.fmean(c.n_thinking_tokens for c in completions),
+        "tokens/truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
+        "train/lr": lr,
+        **update,
+        "time/publish_s": t_synced - t0,
+        "time/sampling_s": t_sampled - t_synced,
+        "time/grading_s": t_graded - t_sampled,
+        "time/training_s": t_trained - t_graded,
+        "time/step_s": t_trained - t0,
+    }
+    for name in groups[0].graded[0].reward_parts:
+        metrics[f"reward/{name}"] = statistics.fmean(x.reward_parts[name] for x in graded)
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}

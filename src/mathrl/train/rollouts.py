@@ -1,177 +1,269 @@
-"""The seam between trainer and rollouts: sample -> grade -> train -> publish.
+"""The seam between trainer and rollouts: sync -> sample (then grade -> train).
 
-After each optimizer step the trainer *publishes* its weights as a :class:`PolicyRef`; the
-rollout engine *loads* that reference before it samples the next batch. Prompts are token ids
-encoded by the trainer's tokenizer, and every completion must come back with its token ids and
-their logprobs (the loss needs both): an engine that omits them fails the run with one message.
+An engine owns its sync: ``engine.sync(version, learner)`` makes the engine sample the weights
+of ``version`` (the learner publishes them if the engine needs a copy, the engine loads them,
+and no rank goes on before every engine has them). Prompts are token ids encoded by the
+trainer's tokenizer, and every completion must come back with its token ids and their logprobs
+(the loss needs both): an engine that omits them fails the run with one message.
 
-Two engines:
+Engines:
 
 - :class:`InProcessRollouts` samples the very module being trained (the default; CPU and
-  tests). Its weights are always the newest, so publishing writes nothing and costs nothing.
-- :class:`ServerRollouts` samples one or more OpenAI-compatible servers that serve LoRA adapters
-  loaded at run time: ``mathrl serve --enable-lora``, or vLLM with ``--enable-lora`` and
-  ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`` (start it with ``--logprobs-mode processed_logprobs`` so
-  its logprobs are those of the distribution it sampled, after temperature). Publishing saves
-  the adapter to ``OUT/published/step_NNNNNN``, then on every server loads it in place under one
-  name (``/v1/load_lora_adapter``, ``load_inplace``) and resets the prefix cache so no entry
-  computed with older weights is served. Requests name the adapter and are spread across the
-  servers, prompt by prompt. The servers are ones the user started (``engine: server``, ``urls``)
-  or one mathrl starts for the run and stops after it (``engine: serve`` or ``vllm``).
+  tests). Its weights are always the newest, so its sync writes nothing and costs nothing.
+- :class:`ServerRollouts` samples one or more OpenAI-compatible servers that load published
+  weights at run time: ``mathrl serve --enable-lora``, vLLM (``--enable-lora``,
+  ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``, ``--logprobs-mode processed_logprobs`` so its logprobs
+  are those of the distribution it sampled), or SGLang. Each server kind's control routes (load
+  an adapter in place, load whole weights, drop the prefix cache, sleep and wake) live in one
+  :class:`ServerControl` of :data:`CONTROLS`; a new kind is a class and a line there. Requests
+  name the adapter and are spread across the servers, prompt by prompt. The servers are ones
+  the user started (``engine: server``) or one mathrl starts for the run and stops after it
+  (``engine: serve`` or ``vllm``).
+
+Under torchrun every rank calls ``sample`` with the whole batch's prompts: each rank samples
+its share on its own engine (or its share of a pool) and the completions are gathered, so every
+rank returns the whole batch, as one process would have sampled it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 from mathrl.distributed import SINGLE, Dist
 from mathrl.errors import UserError
 from mathrl.processes import die_with_parent, stop
-from mathrl.sampling import SamplingParams
+from mathrl.sampling import Sampler, SamplingParams, encode_prompt
+from mathrl.train.learner import Learner, PolicyRef
 from mathrl.types import Completion
-
-PUBLISHED_DIR = "published"
-KEEP_PUBLISHED = 2  # the version being served and the one before it
-
 
 ENGINES = ("in_process", "server", "serve", "vllm")
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """``engine: server``: servers the user started."""
+
+    urls: tuple[str, ...] = ()  # OpenAI-compatible base URLs, e.g. http://127.0.0.1:8000/v1
+    kind: str = "vllm"  # whose control routes (CONTROLS: vllm, which mathrl serve speaks too; sglang)
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    """``engine: vllm``: the vLLM server mathrl starts. ``python`` default $MATHRL_VLLM_PYTHON,
+    else this one; ``max_lora_rank`` default the run's; ``args``: any further flags (the CPU
+    build's: --dtype float32 --enforce-eager ...)."""
+
+    python: str | None = None
+    gpu_memory_utilization: float = 0.45
+    max_lora_rank: int | None = None
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``engine: serve``: the ``mathrl serve`` mathrl starts; ``args``: further flags."""
+
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RolloutSettings:
     """Where GRPO samples. ``in_process`` (default): the trained module. ``server``: running
-    servers at ``urls``. ``serve`` / ``vllm``: mathrl starts ``mathrl serve --enable-lora`` or a
-    vLLM server for the run's model itself, waits until it is healthy, and stops it at exit (and,
-    on Linux, when the trainer is killed)."""
+    servers (``server.urls``). ``serve`` / ``vllm``: mathrl starts ``mathrl serve --enable-lora`` or
+    a vLLM server for the run's model itself, waits until it is healthy, and stops it at exit
+    (and, on Linux, when the trainer is killed). Each engine's own settings nest under its name."""
 
     engine: Literal["in_process", "server", "serve", "vllm"] = "in_process"
-    urls: tuple[str, ...] = ()  # OpenAI-compatible base URLs, e.g. http://127.0.0.1:8000/v1
     base_model: str | None = None  # the servers' name for the base model (default: the run's model)
     adapter_name: str = "mathrl-policy"  # the name the published adapter is served under
     concurrency: int = 16  # requests in flight per server (a key, if the servers want one: $OPENAI_API_KEY)
     # One GPU for both: the servers sleep (free their memory) while the trainer steps, and wake
     # before the next publish. Needs sleep mode (vLLM: --enable-sleep-mode; not on its CPU build).
     sleep_while_training: bool = False
-    # A started engine: its port (0: a free one), and for vLLM its Python (default
-    # $MATHRL_VLLM_PYTHON, else this one), GPU memory share, largest LoRA rank (default the
-    # run's) and any further flags (the CPU build's: --dtype float32 --enforce-eager ...).
-    port: int = 0
-    vllm_python: str | None = None
-    gpu_memory_utilization: float = 0.45
-    max_lora_rank: int | None = None
-    vllm_args: tuple[str, ...] = ()
+    port: int = 0  # a started engine's port (0: a free one)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+
+    # Keys of the flat layout before engines' settings nested under their names.
+    RENAMED = {"urls": "server.urls", "vllm_python": "vllm.python",
+               "gpu_memory_utilization": "vllm.gpu_memory_utilization",
+               "max_lora_rank": "vllm.max_lora_rank", "vllm_args": "vllm.args"}
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ValueError(f"rollout.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.engine == "server" and not self.urls:
-            raise ValueError("rollout.engine 'server' needs rollout.urls (one or more base URLs)")
-        if self.engine in ("serve", "vllm") and self.urls:
-            raise ValueError(f"rollout.engine '{self.engine}' starts its own server: leave rollout.urls "
-                             "empty (or use engine 'server' for servers you started)")
-
-
-@dataclass(frozen=True)
-class PolicyRef:
-    """Weights after ``version`` optimizer steps; ``path`` is the published folder, a LoRA
-    adapter or (full fine-tuning) the whole model's weights; None when the engine samples the
-    trained module itself."""
-
-    version: int
-    path: Path | None = None
-    kind: Literal["adapter", "weights"] = "adapter"
+        if self.engine == "server" and not self.server.urls:
+            raise ValueError("rollout.engine 'server' needs rollout.server.urls (one or more base URLs)")
+        if self.engine != "server" and self.server.urls:
+            raise ValueError(f"rollout.engine '{self.engine}' does not use rollout.server.urls (engine "
+                             "'server' samples servers you started)")
+        if self.server.kind not in CONTROLS:
+            raise ValueError(f"rollout.server.kind must be one of {', '.join(CONTROLS)}")
 
 
 class RolloutEngine(Protocol):
-    version: int | None  # the policy version loaded, None before the first load
+    version: int | None  # the policy version it samples, None before the first sync
 
-    def load(self, ref: PolicyRef) -> None: ...
-
-    def sleep(self) -> None: ...
-
-    def wake(self) -> None: ...
+    def sync(self, version: int, learner: Learner) -> None:
+        """Sample the weights of ``version`` from now on (a collective under torchrun)."""
+        ...
 
     def sample(self, prompts: Sequence[list[int]], n: int,
-               params: SamplingParams) -> list[list[Completion]]: ...
+               params: SamplingParams) -> list[list[Completion]]:
+        """``n`` completions of each prompt (the whole batch, on every rank)."""
+        ...
+
+    def pause(self) -> None:
+        """The trainer steps now: free what the engine can (its next sync wakes it)."""
+        ...
+
+    def sampler(self, batch_size: int) -> Sampler:
+        """A sampler of the synced weights for this process alone (evaluations on rank 0)."""
+        ...
 
 
 class RolloutError(UserError):
     """An engine returned something the trainer cannot train on."""
 
 
+def gather_samples(dist: Dist, prompts: Sequence[list[int]], sample) -> list[list[Completion]]:
+    """``sample(prompts)`` of the whole batch, each rank sampling its contiguous share and every
+    rank receiving every share."""
+    if not dist.enabled:
+        return sample(list(prompts))
+    mine = dist.share(len(prompts))
+    return [group for part in dist.gather(sample([prompts[i] for i in mine])) for group in part]
+
+
 class InProcessRollouts:
     """Samples the trained module in this process: it *is* the newest policy."""
 
-    needs_weights = False
-
-    def __init__(self, model, tokenizer, batch_size: int):
-        from mathrl.sampling.hf import HFSampler
-
-        self.sampler = HFSampler(model, tokenizer, batch_size=batch_size)
+    def __init__(self, learner: Learner, batch_size: int, dist: Dist = SINGLE):
+        self.learner, self.dist = learner, dist
+        self.local = learner.sampler(batch_size)
         self.version: int | None = None
 
-    def load(self, ref: PolicyRef) -> None:
-        self.version = ref.version
+    def sync(self, version: int, learner: Learner) -> None:
+        self.version = version
 
-    def sleep(self) -> None:
+    def pause(self) -> None:
         pass  # the trainer's own module: nothing to free
 
-    def wake(self) -> None:
-        pass
-
     def sample(self, prompts: Sequence[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
-        model = self.sampler.model
-        was_training = model.training
-        model.eval()
-        try:
-            return self.sampler.sample(list(prompts), n, params)
-        finally:
-            model.train(was_training)
+        # A sharded (FSDP) model samples apart from the other ranks: whole weights for the block.
+        with self.learner.gathered():
+            return gather_samples(self.dist, prompts, lambda mine: self.local.sample(mine, n, params))
+
+    def sampler(self, batch_size: int) -> Sampler:
+        return self.learner.sampler(batch_size)
+
+
+class ServerControl:
+    """vLLM's control routes, which ``mathrl serve`` also speaks (and, for full fine-tuning,
+    ``mathrl serve``'s ``/v1/load_weights``)."""
+
+    def load_adapter(self, client, name: str, path: Path) -> None:
+        client.post_root("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve()),
+                                                   "load_inplace": True})
+
+    def load_weights(self, client, path: Path) -> None:
+        _post_needed(client, "/v1/load_weights", {"path": str(path.resolve())},
+                     "cannot load full weights from a folder (vLLM has no stable endpoint for it): full "
+                     "fine-tuning rolls out in process or through mathrl serve (rollout.engine: serve)")
+
+    def reset_cache(self, client) -> None:
+        """Drop cached prompt blocks: an adapter replaced in place keeps its name and id, so blocks
+        computed with the old weights would otherwise be served for the new ones."""
+        _post_needed(client, "/reset_prefix_cache", {},
+                     "has no /reset_prefix_cache, so its prefix cache could serve blocks of the previous "
+                     "weights: start vLLM with VLLM_SERVER_DEV_MODE=1 (which also enables /sleep and "
+                     "/wake_up), or with --no-enable-prefix-caching")
+
+    def sleep(self, client) -> None:
+        client.post_root("/sleep?level=1", {})
+
+    def wake(self, client) -> None:
+        client.post_root("/wake_up", {})
+
+
+class SGLangControl(ServerControl):
+    """SGLang's routes: an adapter is replaced by unloading and loading it under the same name
+    (SGLang has no in-place load); whole weights from a folder; its radix cache flushed."""
+
+    def load_adapter(self, client, name: str, path: Path) -> None:
+        with contextlib.suppress(UserError):  # not loaded yet: nothing to unload
+            client.post_root("/unload_lora_adapter", {"lora_name": name})
+        client.post_root("/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve())})
+
+    def load_weights(self, client, path: Path) -> None:
+        client.post_root("/update_weights_from_disk", {"model_path": str(path.resolve())})
+
+    def reset_cache(self, client) -> None:
+        client.post_root("/flush_cache", {})
+
+    def sleep(self, client) -> None:
+        client.post_root("/release_memory_occupation", {})
+
+    def wake(self, client) -> None:
+        client.post_root("/resume_memory_occupation", {})
+
+
+CONTROLS: dict[str, type[ServerControl]] = {"vllm": ServerControl, "sglang": SGLangControl}
 
 
 class ServerRollouts:
     """Samples OpenAI-compatible servers that load each published adapter (or, full fine-tuning,
-    the whole weights) at run time."""
+    the whole weights) at run time. ``owner``: this process makes the control calls (a pool
+    shared by several trainer processes is loaded, put to sleep and woken by one)."""
 
-    needs_weights = True
-
-    def __init__(self, settings: RolloutSettings, base_model: str, owner: bool = True):
+    def __init__(self, settings: RolloutSettings, urls: Sequence[str], base_model: str, owner: bool = True,
+                 kind: str = "vllm", dist: Dist = SINGLE, tokenizer=None):
         from mathrl.sampling.openai import OpenAISampler
 
-        # A pool shared by several trainer processes is loaded, put to sleep and woken by one.
-        self.settings, self.owner = settings, owner
+        self.settings, self.owner, self.dist = settings, owner, dist
+        self.tokenizer = tokenizer  # evaluations send chat prompts rendered as the training prompts are
+        self.control = CONTROLS[kind]()
         key = os.environ.get("OPENAI_API_KEY")  # never in the recipe: config.yaml is written to the run
         self.base_model = settings.base_model or base_model
         self.clients = [OpenAISampler(url, self.base_model, api_key=key,
-                                      concurrency=settings.concurrency) for url in settings.urls]
+                                      concurrency=settings.concurrency) for url in urls]
         self.version: int | None = None
         self.asleep = False
 
-    def sleep(self) -> None:
-        """Free the servers' memory for the trainer's step (``sleep_while_training``)."""
+    def sync(self, version: int, learner: Learner) -> None:
+        """Publish (a collective: every rank calls it), load on every server, then wait until
+        every rank's engine has it: a pool shared by the ranks is loaded before anyone samples."""
+        if self.version == version:
+            return
+        self.load(learner.save_for_sampler(version))
+        self.dist.barrier()
+
+    def pause(self) -> None:
+        """Free the servers' memory for the trainer's step (``sleep_while_training``), once every
+        rank has its samples (``sample`` returned: the gather waited for all)."""
         if self.settings.sleep_while_training:
-            self._control(lambda c: c.post_root("/sleep?level=1", {}))
+            self._control(self.control.sleep)
             self.asleep = True
 
     def wake(self) -> None:
         if self.asleep:
-            self._control(lambda c: c.post_root("/wake_up", {}))
+            self._control(self.control.wake)
             self.asleep = False
 
     def _control(self, call) -> None:
-        """A control call (load, reset, sleep, wake) on every server, made by their owner alone."""
+        """A control call on every server, made by their owner alone."""
         if not self.owner:
             return
         with ThreadPoolExecutor(len(self.clients)) as pool:
@@ -182,22 +274,25 @@ class ServerRollouts:
             raise RolloutError("a server engine needs published weights (an adapter folder)")
         self.wake()
         if ref.kind == "weights":
-            self._control(lambda c: _load_weights(c, ref.path))
+            self._control(lambda c: self.control.load_weights(c, ref.path))
             name = self.base_model
         else:
-            body = {"lora_name": self.settings.adapter_name, "lora_path": str(ref.path.resolve()),
-                    "load_inplace": True}
-            self._control(lambda c: c.post_root("/v1/load_lora_adapter", body))
+            self._control(lambda c: self.control.load_adapter(c, self.settings.adapter_name, ref.path))
             name = self.settings.adapter_name
-        self._control(_reset_prefix_cache)
+        self._control(self.control.reset_cache)
         for client in self.clients:
             client.model = name
         self.version = ref.version
 
     def sample(self, prompts: Sequence[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
+        return gather_samples(self.dist, prompts, lambda mine: self.sample_here(mine, n, params))
+
+    def sample_here(self, prompts: Sequence[list[int]], n: int,
+                    params: SamplingParams) -> list[list[Completion]]:
+        """This process's prompts, spread over its servers."""
         if params.greedy and n > 1:
             # vLLM refuses greedy requests with n > 1; greedy samples are one sequence anyway.
-            return [group * n for group in self.sample(prompts, 1, params)]
+            return [group * n for group in self.sample_here(prompts, 1, params)]
         shards = [list(range(i, len(prompts), len(self.clients))) for i in range(len(self.clients))]
         out: list[list[Completion] | None] = [None] * len(prompts)
         with ThreadPoolExecutor(len(self.clients)) as pool:
@@ -208,21 +303,21 @@ class ServerRollouts:
                     out[i] = [_checked(c, client.base_url) for c in group]
         return out  # type: ignore[return-value]
 
-
-def _load_weights(client, path: Path) -> None:
-    """Full fine-tuning's publish on one server: ``mathrl serve``'s ``/v1/load_weights``."""
-    _post_needed(client, "/v1/load_weights", {"path": str(path.resolve())},
-                 "cannot load full weights from a folder (vLLM has no stable endpoint for it): full "
-                 "fine-tuning rolls out in process or through mathrl serve (rollout.engine: serve)")
+    def sampler(self, batch_size: int) -> Sampler:
+        return TokenSampler(self.sample_here, self.tokenizer)
 
 
-def _reset_prefix_cache(client) -> None:
-    """Drop cached prompt blocks: an adapter replaced in place keeps its name and id, so blocks
-    computed with the old weights would otherwise be served for the new ones."""
-    _post_needed(client, "/reset_prefix_cache", {},
-                 "has no /reset_prefix_cache, so its prefix cache could serve blocks of the previous "
-                 "weights: start vLLM with VLLM_SERVER_DEV_MODE=1 (which also enables /sleep and "
-                 "/wake_up), or with --no-enable-prefix-caching")
+class TokenSampler:
+    """A :class:`~mathrl.sampling.Sampler` over an engine's token-id sampling: chat prompts are
+    rendered with the trainer's template, as the training prompts are."""
+
+    def __init__(self, sample_ids, tokenizer):
+        self.sample_ids, self.tokenizer = sample_ids, tokenizer
+
+    def sample(self, prompts, n: int, params: SamplingParams) -> list[list[Completion]]:
+        ids = [list(p) if p and isinstance(p[0], int)
+               else encode_prompt(self.tokenizer, p, params.enable_thinking) for p in prompts]
+        return self.sample_ids(ids, n, params)
 
 
 def _post_needed(client, path: str, body: dict, missing: str) -> None:
@@ -249,31 +344,39 @@ def _checked(c: Completion, url: str) -> Completion:
 
 
 @contextlib.contextmanager
-def rollout_engine(settings: RolloutSettings, model, tokenizer, base_model: str, batch_size: int,
+def rollout_engine(settings: RolloutSettings, learner: Learner, base_model: str, batch_size: int,
                    lora_rank: int, log=print, dist: Dist = SINGLE):
-    """The engine a run samples with; a server it starts lives exactly as long as the block.
+    """The engine a run samples with; a server it starts lives exactly as long as the block, and
+    a user's servers are left awake, as they were found.
 
     Under torchrun: ``in_process`` samples each rank's replica; ``server`` gives each rank its
     own servers when there are at least as many URLs as ranks (``urls[rank::world_size]``), else
     every rank shares them all and rank 0 alone loads them; ``serve`` and ``vllm`` start one
     engine per rank, on ``port + LOCAL_RANK`` and the rank's GPU."""
     if settings.engine == "in_process":
-        yield InProcessRollouts(model, tokenizer, batch_size)
+        yield InProcessRollouts(learner, batch_size, dist)
         return
+    process = None
     if settings.engine == "server":
-        if dist.enabled and len(settings.urls) >= dist.world_size:
-            mine = settings.urls[dist.rank::dist.world_size]
-            yield ServerRollouts(replace(settings, urls=mine), base_model)
+        urls, kind = settings.server.urls, settings.server.kind
+        owner = True
+        if dist.enabled and len(urls) >= dist.world_size:
+            urls = urls[dist.rank::dist.world_size]
         else:
-            yield ServerRollouts(settings, base_model, owner=dist.main)
-        return
-    if dist.enabled and settings.port:
-        settings = replace(settings, port=settings.port + dist.local_rank)
-    process, url = _start_engine(settings, base_model, lora_rank, log, dist)
+            owner = dist.main
+    else:
+        if dist.enabled and settings.port:
+            settings = replace(settings, port=settings.port + dist.local_rank)
+        process, url = _start_engine(settings, base_model, lora_rank, log, dist)
+        urls, kind, owner = (url,), "vllm", True
+    engine = ServerRollouts(settings, urls, base_model, owner=owner, kind=kind, dist=dist,
+                            tokenizer=learner.tokenizer)
     try:
-        yield ServerRollouts(replace(settings, engine="server", urls=(url,)), base_model)
+        yield engine
+        engine.wake()
     finally:
-        stop(process, grace_s=30)
+        if process is not None:
+            stop(process, grace_s=30)
 
 
 def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
@@ -283,15 +386,16 @@ def _start_engine(settings: RolloutSettings, base_model: str, lora_rank: int,
     port = settings.port or _free_port()
     if settings.engine == "serve":
         command = [sys.executable, "-m", "mathrl.cli", "serve", "--model", base_model, "--enable-lora",
-                   "--port", str(port), "--exit-with-parent"]
+                   "--port", str(port), "--exit-with-parent", *settings.serve.args]
         env = dict(os.environ)
     else:
-        python = settings.vllm_python or os.environ.get("MATHRL_VLLM_PYTHON") or sys.executable
+        vllm = settings.vllm
+        python = vllm.python or os.environ.get("MATHRL_VLLM_PYTHON") or sys.executable
         command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(base_model),
                    "--served-model-name", base_model, "--port", str(port), "--enable-lora",
-                   "--max-lora-rank", str(settings.max_lora_rank or lora_rank),
+                   "--max-lora-rank", str(vllm.max_lora_rank or lora_rank),
                    "--logprobs-mode", "processed_logprobs",
-                   "--gpu-memory-utilization", str(settings.gpu_memory_utilization), *settings.vllm_args]
+                   "--gpu-memory-utilization", str(vllm.gpu_memory_utilization), *vllm.args]
         if settings.sleep_while_training:
             command.append("--enable-sleep-mode")
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
@@ -320,31 +424,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def publish(model, out_dir: Path, version: int, needs_weights: bool,
-            full_weights: Callable[[], dict | None] | None = None, dist: Dist = SINGLE) -> PolicyRef:
-    """The trainer's side: the reference an engine loads. For an engine that samples the trained
-    module nothing is written; else the LoRA adapter (or, full fine-tuning, the whole model: a
-    model's size on disk each step, the last two kept) is saved to a temporary folder renamed into
-    place, so a server never reads half a file, and older versions are removed.
-
-    Under torchrun every rank calls it: ``full_weights`` gathers FSDP's shards (a collective),
-    rank 0 writes, and no rank returns before the folder is in place."""
-    if not needs_weights:
-        return PolicyRef(version)
-    weights = full_weights() if full_weights else None
-    kind = "adapter" if hasattr(model, "peft_config") else "weights"
-    root = out_dir / PUBLISHED_DIR
-    final = root / f"step_{version:06d}"
-    if dist.main and not final.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".step_{version:06d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, state_dict=weights)
-        tmp.rename(final)
-    if dist.main:
-        for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
-    return PolicyRef(version, final, kind)
