@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev]" $(TORCH)
+	$(PY) -m pip install -q --no-deps tinker-cookbook==0.6.1
 	touch $@
 
 install: $(VENV)/.installed
@@ -49,10 +50,11 @@ bench: install
 	tar xzf build/math-verify/math_verify-0.9.0.tar.gz -C build/math-verify
 	$(PY) benchmarks/grader.py --data-dir $(DATA_DIR) --math-verify-tests build/math-verify/math_verify-0.9.0/tests
 	$(PY) benchmarks/losses_vs_trl.py
+	$(PY) benchmarks/tinker_api.py
 	$(PY) benchmarks/grpo_vs_trl.py --steps 20
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -179,47 +179,60 @@ class Policies:
 
     def sample(self, name: str | None, prompts, n: int, params: SamplingParams):
         with self._lock:
-            if self.sleeping:
-                raise _Unavailable("the server is sleeping (POST /wake_up first)")
-            if name in (None, self.base_name) or not self.enable_lora:
-                if not self.adapters:
-                    return self.sampler.sample(prompts, n, params)
-                with self.sampler.model.disable_adapter():
-                    return self.sampler.sample(prompts, n, params)
-            if name not in self.adapters:
-                raise _NotFound(f"The model `{name}` does not exist (served: {', '.join(self.names())})")
-            self.sampler.model.set_adapter(name)
-            return self.sampler.sample(prompts, n, params)
+            return self._sample(name, prompts, n, params)
+
+    def _sample(self, name: str | None, prompts, n: int, params: SamplingParams):
+        """:meth:`sample` with the lock held."""
+        if self.sleeping:
+            raise _Unavailable("the server is sleeping (POST /wake_up first)")
+        if name in (None, self.base_name) or not self.enable_lora:
+            if not self.adapters:
+                return self.sampler.sample(prompts, n, params)
+            with self.sampler.model.disable_adapter():
+                return self.sampler.sample(prompts, n, params)
+        if name not in self.adapters:
+            raise _NotFound(f"The model `{name}` does not exist (served: {', '.join(self.names())})")
+        self.sampler.model.set_adapter(name)
+        return self.sampler.sample(prompts, n, params)
 
     def load(self, name: str, path: str, inplace: bool) -> None:
-        from peft import PeftConfig, PeftModel
-        from peft.utils import load_peft_weights, set_peft_model_state_dict
+        config = self._adapter_config(name, path)
+        with self._lock:
+            self._load(name, path, inplace, config)
+
+    def _adapter_config(self, name: str, path: str):
+        from peft import PeftConfig
 
         if not self.enable_lora:
             raise _BadRequest("this server was started without --enable-lora")
         if name == self.base_name:
             raise _BadRequest(f"'lora_name' may not be the base model's name {name!r}")
         try:
-            config = PeftConfig.from_pretrained(path)
+            return PeftConfig.from_pretrained(path)
         except (OSError, ValueError) as err:
             raise _BadRequest(f"'lora_path' {path!r} is not a PEFT adapter folder: {err}") from None
-        with self._lock:
-            model = self.sampler.model
-            if name in self.adapters and not inplace:
-                raise _BadRequest(f"The lora adapter '{name}' has already been loaded "
-                                  "(set load_inplace to replace its weights)")
-            if not self.adapters:
-                self.sampler.model = PeftModel.from_pretrained(model, path, adapter_name=name).eval()
-            elif name in self.adapters and model.peft_config[name].to_dict() == config.to_dict():
-                # Same shape: copy the new weights into the loaded adapter (what a trainer's
-                # publish does every step: no new modules, nothing re-wrapped).
-                set_peft_model_state_dict(model, load_peft_weights(path, device=str(model.device)),
-                                          adapter_name=name)
-            else:
-                if name in self.adapters:
-                    model.delete_adapter(name)
-                model.load_adapter(path, adapter_name=name)
-            self.adapters[name] = path
+
+    def _load(self, name: str, path: str, inplace: bool, config) -> None:
+        """:meth:`load` with the lock held."""
+        from peft import PeftModel
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        model = self.sampler.model
+        if name in self.adapters and not inplace:
+            raise _BadRequest(f"The lora adapter '{name}' has already been loaded "
+                              "(set load_inplace to replace its weights)")
+        if not self.adapters:
+            self.sampler.model = PeftModel.from_pretrained(model, path, adapter_name=name).eval()
+        elif name in self.adapters and model.peft_config[name].to_dict() == config.to_dict():
+            # Same shape: copy the new weights into the loaded adapter (what a trainer's
+            # publish does every step: no new modules, nothing re-wrapped).
+            set_peft_model_state_dict(model, load_peft_weights(path, device=str(model.device)),
+                                      adapter_name=name)
+        else:
+            if name in self.adapters:
+                model.delete_adapter(name)
+            model.load_adapter(path, adapter_name=name)
+        self.adapters[name] = path
 
     def load_weights(self, path: str) -> None:
         """Full fine-tuning's publish: the base model's weights replaced in place from a folder of
@@ -276,10 +289,13 @@ class Policies:
 
 class Batcher:
     """Runs sampler calls on one worker thread, merging waiting requests for the same model with
-    equal parameters."""
+    equal parameters. A batch takes what arrives within ``wait_s`` of its first request; with
+    ``gap_s``, it also stops early once no request has come for that long (a burst of requests,
+    sent together over HTTP, arrives spread over a few hundred milliseconds)."""
 
-    def __init__(self, policies: Policies, max_batch: int = 64, wait_s: float = 0.005):
-        self.policies, self.max_batch, self.wait_s = policies, max_batch, wait_s
+    def __init__(self, policies: Policies, max_batch: int = 64, wait_s: float = 0.005,
+                 gap_s: float | None = None):
+        self.policies, self.max_batch, self.wait_s, self.gap_s = policies, max_batch, wait_s, gap_s
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, daemon=True).start()
 
@@ -299,8 +315,9 @@ class Batcher:
                     held.remove(same)
                     batch.append(same)
                     continue
+                left = max(0.0, deadline - time.monotonic())
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get(timeout=left if self.gap_s is None else min(left, self.gap_s))
                 except queue.Empty:
                     break
                 (batch if item[1] == first[1] else held).append(item)
