@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(abspath ../shared/data)
 TORCH := torch==2.13.0
 
-.PHONY: install vllm-cpu demo test test-fast lint bench clean
+.PHONY: install vllm-cpu demo test test-fast lint bench gpu-wheels gpu-check gpu-smoke clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]" $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]" -c constraints.txt
 	$(PY) -m pip install -q --no-deps tinker-cookbook==0.6.1
 	touch $@
 
@@ -44,7 +44,7 @@ test-fast: install
 	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q -m "not slow"
 
 bench: install
-	$(PY) -m pip install -q -e ".[bench]" $(TORCH)
+	$(PY) -m pip install -q -e ".[bench]" -c constraints.txt
 	rm -rf build/math-verify && mkdir -p build/math-verify
 	$(PY) -m pip download -q math-verify==0.9.0 --no-binary :all: --no-deps -d build/math-verify
 	tar xzf build/math-verify/math_verify-0.9.0.tar.gz -C build/math-verify
@@ -52,6 +52,20 @@ bench: install
 	$(PY) benchmarks/losses_vs_trl.py
 	$(PY) benchmarks/tinker_api.py
 	$(PY) benchmarks/grpo_vs_trl.py --steps 20
+
+# The first GPU measurements (docs/gpu.md). gpu-wheels: what a GPU machine without a registry needs,
+# in build/gpu-wheels (< 64 MiB, checked). gpu-check: the prepared command itself, run there
+# (PYTHONPATH=src: nothing to install beyond the image's torch, transformers and peft); the table
+# lands in $(GPU_OUT). gpu-smoke: the same script on tiny shapes here (under a minute).
+GPU_OUT ?= build/gpu-results
+gpu-wheels: install
+	$(PY) scripts/gpu_wheels.py --out build/gpu-wheels
+
+gpu-check:
+	PYTHONPATH=src python3 benchmarks/gpu.py --out $(GPU_OUT)
+
+gpu-smoke: install
+	PYTHONPATH=src $(PY) benchmarks/gpu.py --smoke --out build/gpu-smoke
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -98,7 +98,10 @@ def set_activation_checkpointing(model: torch.nn.Module, enabled: bool) -> None:
         return
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.config.use_cache = False
-    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # transformers before 5.2x: the same switch under its earlier name
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def token_logprobs(
