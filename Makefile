@@ -68,7 +68,7 @@ gpu-smoke: install
 	PYTHONPATH=src $(PY) benchmarks/gpu.py --smoke --out build/gpu-smoke
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples scripts
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

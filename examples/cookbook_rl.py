@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="problems per step")
     parser.add_argument("--group-size", type=int, default=8, help="samples per problem")
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--lora-rank", type=int, default=32)
     parser.add_argument("--save-every", type=int, default=5)
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 study recipes carry the studies' published hyperparameters."""
 
 import argparse
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mathrl.train.grpo import GRPOConfig
 from mathrl.train.sft import SFTConfig
 
 ROOT = PACKAGED_RECIPES
-FILES = sorted(ROOT.glob("*/*.yaml"))
+FILES = sorted(ROOT.glob("**/*.yaml"))
 COMMAND_OF_KEY = (("teacher", "distill"), ("keep", "rejection-sample"), ("benchmarks", "eval"))
 
 
@@ -57,7 +58,7 @@ def recipe(name: str):
 
 
 def test_the_recipe_folders_are_all_there():
-    assert {p.parent.name for p in FILES} == {"tiny", "study1", "study2"}
+    assert {p.relative_to(ROOT).parts[0] for p in FILES} == {"tiny", "study1", "study2"}
     assert Path("configs").resolve() == ROOT.resolve() or not Path("configs").exists()
 
 
@@ -278,10 +279,39 @@ def test_the_cited_lines_say_what_the_table_says():
 
 
 def test_every_study_experiment_has_a_recipe():
-    study = {n for n in NAMES if n.startswith("study")}
+    study = {n for n in NAMES if n.startswith("study") and "/tinker/" not in n}
     experiments = {n for n in study if recipe(n)[0] != "base"}
     clean = {"study1/sft_a_clean.yaml", "study2/baseline_clean.yaml"}  # the clean variants beside them
     assert experiments - clean == {row[0] for row in STATED} | {"study1/distill_olympiad.yaml"}
+
+
+def test_every_study_training_recipe_has_a_tinker_variant_that_differs_only_in_where_it_trains():
+    """configs/studyN/tinker/X.yaml is X.yaml with `learner: tinker` (and the Tinker run's adapter
+    where X starts from another run); the teacher and rejection samplers sample on the service."""
+    local = {n for n in NAMES if n.startswith("study") and "/tinker/" not in n}
+    for name in sorted(local):
+        kind, cfg = recipe(name)
+        if kind not in ("sft", "grpo", "distill", "rejection-sample"):
+            continue
+        variant = name.replace("/", "/tinker/", 1)
+        assert variant in NAMES, f"{name} has no Tinker variant {variant}"
+        tkind, tcfg = recipe(variant)
+        assert tkind == kind
+        if kind in ("distill", "rejection-sample"):
+            where = {"config_file", "tinker", "teacher"}  # the teacher: a model name there, a URL here
+            assert tcfg.tinker == "" and cfg.tinker is None
+            assert {k: v for k, v in vars(tcfg).items() if k not in where} == {
+                k: v for k, v in vars(cfg).items() if k not in where}
+            continue
+        assert tcfg.learner == "tinker" and cfg.learner == "local"
+        check = load_config(type(cfg), ROOT / name, ["learner=tinker"])  # the same recipe, accepted on Tinker
+        expected = {"learner": "tinker"}
+        if cfg.adapter:
+            assert tcfg.adapter == cfg.adapter.replace(f"runs/{name.split('/')[0]}/",
+                                                       f"runs/{name.split('/')[0]}/tinker/")
+            expected["adapter"] = tcfg.adapter
+        assert tcfg == dataclasses.replace(check, **expected)
+        assert str(default_run_dir(Path("configs") / variant)) == f"runs/{variant.removesuffix('.yaml')}"
 
 
 def test_the_study1_prompt_is_the_cookbooks_exchange_then_the_question_with_its_suffix(data_dir):
@@ -317,3 +347,21 @@ def test_command_line_flags_override_an_option_recipe(tmp_path):
     assert isinstance(args, argparse.Namespace)
     assert (args.max_tokens, args.temperature, args.model) == (512, 0.01, "Qwen/Qwen3-4B-Instruct-2507")
     assert str(args.out) == "runs/study1/baseline"
+
+
+def test_the_token_estimate_counts_the_recipes_steps_and_samples(data_dir):
+    """scripts/tinker_tokens.py (the README's table): GRPO v1 is 58 steps of 128 groups x 16
+    samples of at most 2,048 tokens, then five benchmarks of greedy answers of at most 2,048."""
+    import importlib.util
+
+    script = ROOT.parents[2] / "scripts" / "tinker_tokens.py"
+    spec = importlib.util.spec_from_file_location("tinker_tokens", script)
+    tokens = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tokens)
+    row = tokens.estimate(ROOT / "study1/tinker/grpo_v1.yaml", data_dir)
+    evals = sum(len(load_dataset(b, data_dir)) for b in recipe("study1/grpo_v1.yaml")[1].eval.benchmarks)
+    assert row["steps"] == 58
+    assert row["sampled"] == 58 * 128 * 16 * 2048 + evals * 2048
+    assert 58 * 128 * 16 * 2048 < row["trained"] < 58 * 128 * 16 * (2048 + 1000)
+    sft = tokens.estimate(ROOT / "study1/tinker/sft_a.yaml", data_dir)
+    assert sft["steps"] == 238 and sft["trained"] == 238 * 32 * 4096

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from mathrl.collect import collect_stats, progress_path
+from mathrl.models import TINY_PATH
 from mathrl.traces import read_traces
 
 pytestmark = pytest.mark.slow  # end-to-end: servers and whole commands (make test-fast skips)
@@ -46,7 +47,7 @@ def test_teacher_over_http_distilled_into_tiny_raises_held_out_accuracy(tmp_path
             "--levels",
             "1,2,3",
             "--num-problems",
-            "1000",
+            "500",
             "--out",
             str(traces),
         )
@@ -56,7 +57,7 @@ def test_teacher_over_http_distilled_into_tiny_raises_held_out_accuracy(tmp_path
     kept = read_traces(traces)
     assert all(t.metadata["source"] == "tiny-teacher" for t in kept)  # the model, not where it listened
     assert f"from tiny-teacher @ {url}" in printed
-    assert len(kept) >= 850  # the teacher is right on ~93% of these problems
+    assert len(kept) >= 425  # the teacher is right on ~93% of these problems
     assert re.search(r"\(9\d\.\d% yield\)", printed)
 
     _cli("sft", "configs/tiny/sft.yaml", f"data={traces}", "save_every=0", "--out", str(tmp_path / "sft"))
@@ -64,8 +65,8 @@ def test_teacher_over_http_distilled_into_tiny_raises_held_out_accuracy(tmp_path
     steps = [r["step"] for r in rows if "train/loss" in r]
     assert steps == list(range(1, 4 * math.ceil(len(kept) / 32) + 1))  # the recipe's budget: 4 epochs of 32
     after = json.loads((tmp_path / "sft" / "eval" / "arith" / "metrics.json").read_text())
-    base = json.loads(_cli("toy", "eval", "--model", "tiny", "--json"))
-    assert after["problems"] == base["n"] == 300  # the same held-out problems
+    base = json.loads((TINY_PATH / "pretrain.json").read_text())  # `mathrl toy eval` when it was trained
+    assert after["problems"] == 300  # the same held-out problems
     assert after["accuracy"] >= base["accuracy"] + 0.15, (base["accuracy"], after["accuracy"])
 
 

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-model", default=None, help="with a URL: the served model's name "
                         "(default: the one the server lists)")
     parser.add_argument("--adapter", default=None, help="PEFT adapter on an in-process teacher")
+    parser.add_argument("--tinker", nargs="?", const="", default=None, metavar="URL",
+                        help="sample the teacher on the Tinker service (URL default: $TINKER_BASE_URL, "
+                        "else Tinker's): --teacher is its base model name; the key from $TINKER_API_KEY")
     parser.add_argument("--api-key", default=None, help="for hosted endpoints (default $OPENAI_API_KEY)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
@@ -54,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
     from mathrl.sampling.factory import make_sampler
 
     url = args.teacher if args.teacher.startswith(("http://", "https://")) else None
+    if args.tinker is not None and url:
+        raise UserError(f"--tinker: --teacher is the base model's name on the service, not a URL ({url})")
     if args.show_prompt:
         return show_collect_prompt(args, args.teacher_model or args.teacher)
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
-    if url:
+    if args.tinker is not None:
+        sampler = make_sampler(args.teacher, args.adapter, tinker=args.tinker)
+        source = args.teacher + (f" + {args.adapter}" if args.adapter else "")
+    elif url:
         from mathrl.sampling.openai import OpenAISampler
 
         name = args.teacher_model

@@ -13,6 +13,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, help="PEFT (LoRA) adapter folder")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. "
                         "http://localhost:8000/v1 (vLLM, SGLang, mathrl serve)")
+    parser.add_argument("--tinker", nargs="?", const="", default=None, metavar="URL",
+                        help="sample on the Tinker service (URL default: $TINKER_BASE_URL, else "
+                        "Tinker's): --model is its base model name, --adapter a tinker:// path or a Tinker "
+                        "run's final/; the key from $TINKER_API_KEY")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences decoded together")
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return show_prompts(args.model, cfg.prompt, [
             load_dataset(b, args.data_dir, num_problems=cfg.num_problems, seed=cfg.seed,
                          shuffle_seed=cfg.shuffle_seed) for b in benchmarks])
-    sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size)
+    sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size,
+                           tinker=args.tinker)
     console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:

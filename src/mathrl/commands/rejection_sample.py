@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     if args.show_prompt:
         return show_collect_prompt(args, args.model)
     sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size,
-                           concurrency=args.concurrency)
+                           concurrency=args.concurrency, tinker=args.tinker)
     source = args.model + (f" + {args.adapter}" if args.adapter else "")
     return run_collect(args, sampler, source, verb="sampled")

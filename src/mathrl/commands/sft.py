@@ -31,12 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_run_dir(config: Path) -> Path:
     """``runs/<group>/<name>`` for a recipe ``configs/<group>/<name>.yaml`` (the folder the next
-    recipe in a study reads, e.g. ``adapter: runs/study1/sft_a/final``), else ``runs/<name>``."""
+    recipe in a study reads, e.g. ``adapter: runs/study1/sft_a/final``; deeper groups likewise:
+    ``configs/study1/tinker/sft_a.yaml`` -> ``runs/study1/tinker/sft_a``), else ``runs/<name>``."""
     from mathrl.config import recipe_path
 
     config = recipe_path(config)
-    if config.parent.parent.name == "configs":
-        return Path("runs") / config.parent.name / config.stem
+    for parent in config.parents[1:]:
+        if parent.name == "configs":
+            return Path("runs") / config.relative_to(parent).with_suffix("")
     return Path("runs") / config.stem
 
 

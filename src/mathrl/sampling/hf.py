@@ -147,14 +147,15 @@ class HFSampler:
 
 def row_seeds(seed: int, prompts: Sequence[Sequence[int]], n: int) -> list[int]:
     """A 64-bit seed per row (prompt i's sample j at ``i * n + j``): a hash of the call's seed,
-    the prompt's tokens, which occurrence of that prompt in the call it is, and ``j``."""
+    the prompt's tokens and the sample's index among that prompt's samples in the call, so a
+    prompt given twice with ``n`` samples draws what it draws given once with ``2 n``."""
     seen: Counter = Counter()
     out = []
     for ids in prompts:
         key = tuple(ids)
-        occurrence, seen[key] = seen[key], seen[key] + 1
-        prefix = hashlib.blake2b(f"{seed}/{occurrence}/".encode() + repr(key).encode(), digest_size=16)
-        for j in range(n):
+        first, seen[key] = seen[key], seen[key] + n
+        prefix = hashlib.blake2b(f"{seed}/0/".encode() + repr(key).encode(), digest_size=16)
+        for j in range(first, first + n):
             digest = prefix.copy()
             digest.update(f"/{j}".encode())
             out.append(int.from_bytes(digest.digest()[:8], "little"))

@@ -30,9 +30,23 @@ class GradingSettings:
             raise ValueError("grading.timeout must be > 0 and grading.processes >= 0")
 
 
+@dataclass(frozen=True)
+class TinkerSettings:
+    """Where ``learner: tinker`` trains: the service's URL (None: the SDK's default, or
+    ``$TINKER_BASE_URL``) and the base model's name there (None: ``model``). The LoRA rank is
+    ``lora.rank``; the key is read from ``$TINKER_API_KEY`` and never written anywhere."""
+
+    base_url: str | None = None
+    model: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     model: str  # 'tiny', a model folder, or a hub id
+    # Where the weights are trained: in this process (or torchrun's), or on the Tinker service
+    # (mathrl.tinker.learner: LoRA only; what it has no equivalent for is refused up front).
+    learner: Literal["local", "tinker"] = "local"
+    tinker: TinkerSettings = field(default_factory=TinkerSettings)
     adapter: str | None = None  # start from this LoRA adapter (an SFT or RL run's final/)
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -81,6 +95,16 @@ class TrainConfig:
             raise ValueError("max_steps must be >= 1 (or null: all epochs)")
         if self.save_every < 0 or self.eval.every < 0:
             raise ValueError("save_every and eval.every must be >= 0")
+        if self.learner not in ("local", "tinker"):
+            raise ValueError(f"learner must be 'local' or 'tinker', got {self.learner!r}")
+
+    def check_learner(self) -> None:
+        """Refuse, naming the setting, what the chosen learner cannot do (subclasses call it
+        once their own fields are checked)."""
+        if self.learner == "tinker":
+            from mathrl.tinker.learner import check_recipe
+
+            check_recipe(self)
 
     def adam(self, step: int, total_steps: int) -> AdamParams:
         """The optimizer settings of step ``step`` (0-based), the learning rate scheduled."""

@@ -94,6 +94,7 @@ class GRPOConfig(TrainConfig):
             raise ValueError("rollout.engine 'vllm' loads a LoRA adapter each step; vLLM has no stable "
                              "endpoint that reloads full weights: full fine-tuning rolls out in process or "
                              "through mathrl serve (rollout.engine: serve)")
+        self.check_learner()
 
     def make_loss(self) -> Loss:
         config = {}
@@ -200,8 +201,7 @@ def update(learner: Learner, loss: Loss, kept: Sequence[Group], prompts: dict[st
            cfg: GRPOConfig, adam: AdamParams) -> list[dict]:
     """``num_substeps`` optimizer steps, each on a contiguous part of the kept groups (weights
     normalised within the part, as if it were the batch); each substep's metrics."""
-    updates = []
-    for part in split_groups(kept, cfg.num_substeps) if kept else []:
-        result = learner.forward_backward(rl_datums(part, prompts, cfg.normalization, cfg.max_tokens), loss)
-        updates.append({**result.metrics, **learner.optim_step(adam)})
-    return updates
+    # Every call made before any result is read: a remote learner has them all queued.
+    calls = [(learner.forward_backward(rl_datums(part, prompts, cfg.normalization, cfg.max_tokens), loss),
+              learner.optim_step(adam)) for part in (split_groups(kept, cfg.num_substeps) if kept else [])]
+    return [{**result.metrics, **stepped} for result, stepped in calls]

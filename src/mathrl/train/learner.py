@@ -16,7 +16,7 @@ loss, ``logprobs[i]`` the sampler's log-probability of it, ``advantages[i]`` its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from mathrl.sampling import Sampler
     from mathrl.train.losses import Loss
+    from mathrl.train.rollouts import RolloutEngine
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,10 @@ class Learner(Protocol):
         accumulated gradient (until the next ``optim_step``)."""
         ...
 
-    def optim_step(self, adam: AdamParams) -> dict[str, float]:
-        """One optimizer step on the accumulated gradient, which it then clears."""
+    def optim_step(self, adam: AdamParams) -> Mapping[str, float]:
+        """One optimizer step on the accumulated gradient, which it then clears. A remote learner
+        may return before the step is done (its metrics awaited when read): read the results of
+        a step's calls after making them all."""
         ...
 
     def save_for_sampler(self, version: int) -> PolicyRef:
@@ -149,7 +152,12 @@ class Learner(Protocol):
         ...
 
     def sampler(self, batch_size: int) -> Sampler:
-        """A sampler of the current weights in this process (evaluations)."""
+        """A sampler of the current weights (evaluations)."""
+        ...
+
+    def rollouts(self, batch_size: int, dist) -> RolloutEngine:
+        """The engine that samples the weights where they are trained (``rollout.engine:
+        in_process``): the module in this process, or the service's sampling client."""
         ...
 
     def gathered(self):

@@ -356,6 +356,12 @@ class LocalLearner:
         training RNG streams untouched, which an exact resume depends on)."""
         return ModuleSampler(self.model, self.tokenizer, batch_size)
 
+    def rollouts(self, batch_size: int, dist):
+        """Rollouts sampled from the trained module itself (under torchrun, each rank its share)."""
+        from mathrl.train.rollouts import InProcessRollouts
+
+        return InProcessRollouts(self, batch_size, dist)
+
     def gathered(self):
         """Whole weights on this rank for the block (sampling, evaluation under FSDP)."""
         return gathered(self.forward_module) if self.dist.enabled else contextlib.nullcontext()

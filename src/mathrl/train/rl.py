@@ -118,7 +118,7 @@ def split_groups(groups: Sequence[Group], parts: int) -> list[list[Group]]:
     return out
 
 
-SUMMED = ("train/loss", "train/sequences", "train/tokens", "train/micro_batches")
+SUMMED = ("train/loss", "train/sequences", "train/tokens", "train/micro_batches", "time/service_wait_s")
 
 
 def merge_updates(updates: Sequence[dict]) -> dict:

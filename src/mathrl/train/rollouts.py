@@ -354,7 +354,7 @@ def rollout_engine(settings: RolloutSettings, learner: Learner, base_model: str,
     every rank shares them all and rank 0 alone loads them; ``serve`` and ``vllm`` start one
     engine per rank, on ``port + LOCAL_RANK`` and the rank's GPU."""
     if settings.engine == "in_process":
-        yield InProcessRollouts(learner, batch_size, dist)
+        yield learner.rollouts(batch_size, dist)
         return
     process = None
     if settings.engine == "server":

@@ -56,6 +56,10 @@ class Stateful(Protocol):
 def make_learner(cfg: TrainConfig, tokenizer, out_dir: Path, dist: Dist, plan: Plan,
                  reference: bool) -> Learner:
     """The learner a recipe asks for (the one place that knows which kinds there are)."""
+    if cfg.learner == "tinker":
+        from mathrl.tinker.learner import TinkerLearner
+
+        return TinkerLearner(cfg, tokenizer, out_dir, dist)
     return LocalLearner(cfg.model, tokenizer, out_dir, finetune=cfg.finetune, lora=cfg.lora,
                         adapter=cfg.adapter, plan=plan, gradient_checkpointing=cfg.gradient_checkpointing,
                         dtype=choose_dtype(dist.device, cfg.dtype), adam=cfg.adam(0, 1), reference=reference,
@@ -85,7 +89,14 @@ class TrainRun:
         self.progress = progress if dist.main else None
         self._check_config()
         seed_everything(cfg.seed)
-        self.tokenizer = load_tokenizer(cfg.model)
+        if cfg.learner == "tinker":
+            from mathrl.tinker.learner import preflight
+
+            preflight(cfg.tinker.base_url)
+        try:
+            self.tokenizer = load_tokenizer(cfg.model)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot load the tokenizer of {cfg.model!r}: {err}") from None
         self.learner = make_learner(cfg, self.tokenizer, self.out_dir, dist, plan, reference)
         describe = getattr(self.learner, "describe", lambda: "")()
         self.log(f"{cfg.model}{' + ' + cfg.adapter if cfg.adapter else ''}: {describe}")
@@ -177,8 +188,13 @@ class TrainRun:
         final = self.out_dir / "final"
         if self.dist.main and not final.is_dir():
             _link_weights(checkpoint, final)
-        adapter = (checkpoint / "adapter_config.json").is_file() if self.dist.main else True
-        self.log(f"final weights: {final} ({'--adapter' if adapter else '--model'} {final})")
+        if (final / "adapter_config.json").is_file() or not self.dist.main:
+            self.log(f"final weights: {final} (--adapter {final})")
+        elif (final / "tinker.json").is_file():
+            self.log(f"final weights: on the Tinker service, their tinker:// paths in {final}/tinker.json "
+                     f"(--tinker --adapter {final})")
+        else:
+            self.log(f"final weights: {final} (--model {final})")
         results = dict(last)
         if self.cfg.eval.benchmarks and sampler:
             for name, m in self.evaluate(self.out_dir, step, sampler()).items():

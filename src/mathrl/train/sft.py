@@ -17,6 +17,7 @@ one-process update of the same batch (:mod:`mathrl.train.local`).
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -54,6 +55,7 @@ class SFTConfig(TrainConfig):
             raise ValueError("data: name at least one chat JSONL file")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        self.check_learner()
 
 
 @dataclass(frozen=True)
@@ -195,19 +197,21 @@ def _train(cfg: SFTConfig, run: TrainRun) -> dict:
         start = time.perf_counter()
         adam = run.adam(step, total_steps)
         result = learner.forward_backward(sft_datums(batch), loss)
-        update = learner.optim_step(adam)
+        update = dict(learner.optim_step(adam))  # (a remote learner's results are read after both calls)
+        fb = result.metrics
         step += 1
         seconds = time.perf_counter() - start
         last = {
-            "train/loss": result.metrics["train/loss"],
+            "train/loss": fb["train/loss"],
             "train/lr": adam.learning_rate,
-            "train/grad_norm": update["train/grad_norm"],
+            "train/grad_norm": update.get("train/grad_norm", math.nan),
             "train/epoch": epoch + (index + 1) / steps_per_epoch,
             "train/sequences": len(batch),
-            "train/micro_batches": result.metrics["train/micro_batches"],
-            "train/target_tokens": result.metrics["train/tokens"],
+            "train/micro_batches": fb["train/micro_batches"],
+            "train/target_tokens": fb["train/tokens"],
             "train/tokens_per_s": sum(len(e.input_ids) for e in batch) / seconds,
             "time/step_s": seconds,
+            **{k: v for k, v in update.items() if k.startswith("time/")},  # a remote learner's waits
         }
         run.end_step(step, total_steps, last, sampler=lambda: learner.sampler(cfg.eval.batch_size))
     return run.finish(step, last, sampler=lambda: learner.sampler(cfg.eval.batch_size))
