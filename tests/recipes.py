@@ -2,6 +2,7 @@
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,3 +40,25 @@ def kill_after(process, steps, step):
     wait_until(process, lambda: any(s >= step for s in steps()))
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for an engine a run starts on a port the test knows)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_closes(port, polls=600, poll_s=0.1) -> bool:
+    """Whether nothing listens on ``port`` within a bounded wait (an engine dying with its killed
+    trainer: the kernel's delivery, not a speed check)."""
+    for _ in range(polls):
+        if not port_open(port):
+            return True
+        time.sleep(poll_s)
+    return not port_open(port)

@@ -119,6 +119,26 @@ def test_a_sigkilled_torchrun_job_resumes_to_the_uninterrupted_weights(grpo_runs
     assert max_difference(two / "final", run / "final") < TOLERANCE
 
 
+@pytest.mark.slow
+def test_rollouts_one_step_ahead_under_torchrun_each_rank_with_its_engine(grpo_runs, tmp_path):
+    """rollout.max_staleness: 1 with a `mathrl serve` per rank: each rank's producer samples its
+    share on its engine, the training loop gathers the shares."""
+    _, two = grpo_runs
+    run = tmp_path / "ahead"
+    settings = [s for s in GRPO if not s.startswith("max_steps")]
+    ok(torchrun("grpo", "configs/tiny/grpo.yaml", run, *settings, "max_steps=4", "rollout.engine=serve",
+                "rollout.max_staleness=1"))
+    lines = metric_lines(run)
+    assert [m["step"] for m in lines] == [1, 2, 3, 4]  # once a step
+    assert [m["rollout/policy_version"] for m in lines] == [0, 0, 1, 2]  # sampled while the last trained
+    assert [m["rollout/staleness"] for m in lines] == [0, 1, 1, 1]
+    # The first batch is the initial weights' draws, per-prompt seeded: the synchronous run's.
+    sync = metric_lines(two)[0]
+    for key in ("reward/mean", "tokens/mean", "train/sequences", "train/tokens"):
+        assert lines[0][key] == sync[key], key
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+
+
 def _alive(session: int) -> bool:
     try:
         os.killpg(session, 0)

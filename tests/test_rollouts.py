@@ -1,11 +1,7 @@
 """The trainer/rollout seam: publishing, `mathrl serve`'s control endpoints, the server engine."""
 
 import json
-import re
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from recipes import kill_after, logged_steps, run_recipe
+from recipes import free_port, kill_after, logged_steps, port_closes, port_open, run_recipe
 
 from mathrl.models import load_model, load_tokenizer
 from mathrl.prompts import PromptProtocol
@@ -227,6 +223,11 @@ def test_publishing_writes_whole_adapters_and_keeps_the_last_two(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "published").iterdir())
     assert kept == [f"step_{s:06d}" for s in range(4 - KEEP_PUBLISHED, 4)]
     assert (refs[-1].path / "adapter_model.safetensors").is_file() and refs[-1].kind == "adapter"
+    # A run killed after step 3 and resumed from its step-1 checkpoint publishes step 1 again:
+    # the killed run's later folders (2, 3) go, and the one just published stays.
+    resumed = publish(model, tmp_path, 1)
+    assert resumed.path.is_dir() and (resumed.path / "adapter_config.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["step_000001"]
     full = publish(_tiny(), tmp_path / "full", 5)  # full fine-tuning: the model
     assert full.kind == "weights" and (full.path / "model.safetensors").is_file()
 
@@ -252,59 +253,11 @@ def test_settings_refuse_a_server_engine_without_urls():
         RolloutSettings(engine="server")
 
 
-# ---- GRPO through `mathrl serve` as the rollout engine (end to end) -------------------------------
-
-@pytest.fixture()
-def serve_process():
-    """`mathrl serve --model tiny --enable-lora` as a user starts it: its base URL."""
-    command = [sys.executable, "-m", "mathrl.cli", "serve", "--model", "tiny", "--enable-lora", "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", process.stdout.readline())
-    assert match, "the server did not start"
-    yield f"http://127.0.0.1:{match[1]}/v1"
-    process.kill()
-    process.wait()
-
-
-def _served_grpo(out, url, *overrides, wait=True):
-    return run_recipe("grpo", "configs/tiny/grpo.yaml", out, "rollout.engine=server",
-                      f"rollout.server.urls=[{url}]", *overrides, wait=wait)
-
-
-@pytest.mark.slow
-def test_grpo_through_a_served_engine_raises_accuracy_like_the_in_process_recipe(serve_process, tmp_path):
-    from mathrl.models import TINY_PATH
-
-    base = json.loads((TINY_PATH / "pretrain.json").read_text())["accuracy"]  # the same 300 problems
-    out = _served_grpo(tmp_path / "run", serve_process, "max_steps=60", "save_every=0")
-    assert out.returncode == 0, out.stderr
-    accuracy = json.loads((tmp_path / "run" / "eval" / "arith" / "metrics.json").read_text())["accuracy"]
-    # The in-process recipe's test asks the same (measured there: 26.3% -> 38.0%; here 39.3%).
-    assert accuracy >= base + 0.08, (base, accuracy)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "reward/mean" in r]
-    assert [r["rollout/policy_version"] for r in steps] == list(range(60))  # published every step
-    assert all(r["rollout/staleness"] == 0 for r in steps)
-    # fp32 server and trainer: the logprobs the server sampled with are the trainer's own.
-    assert all(abs(r["train/kl_sampler_trainer"]) < 1e-5 for r in steps if r.get("train/kl_sampler_trainer"))
-    published = sorted(p.name for p in (tmp_path / "run" / "published").iterdir())
-    assert published == ["step_000059", "step_000060"]  # the final evaluation samples step 60 through it
-
-
-def _port_open(port):
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
+# ---- GRPO through `mathrl serve` as the rollout engine (end to end; one step ahead: test_ahead.py) ----
 
 @pytest.mark.slow
 def test_a_killed_run_with_the_engine_it_started_resumes_with_each_step_once(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # rollout.engine=serve: the trainer starts `mathrl serve --enable-lora` on this port itself.
     settings = ["max_steps=6", "groups_per_batch=4", "group_size=4", "save_every=2", "max_tokens=64",
                 "eval.benchmarks=[]", "rollout.engine=serve", f"rollout.port={port}"]
@@ -314,14 +267,10 @@ def test_a_killed_run_with_the_engine_it_started_resumes_with_each_step_once(tmp
     assert 3 <= max(logged_steps(run, "reward/mean")) < 6, "the kill should land mid-run"
     # The engine dies with the trainer it served (SIGKILL included): nothing is left on the port.
     # A bounded wait for the kernel to deliver that, not a speed check.
-    for _ in range(600):
-        if not _port_open(port):
-            break
-        time.sleep(0.1)
-    assert not _port_open(port), "the rollout engine outlived its killed trainer"
+    assert port_closes(port), "the rollout engine outlived its killed trainer"
     resumed = run_recipe("grpo", "configs/tiny/grpo.yaml", run, *settings)
     assert resumed.returncode == 0, resumed.stderr
-    assert not _port_open(port)  # and a finished run stops it
+    assert not port_open(port)  # and a finished run stops it
     assert logged_steps(run, "reward/mean") == list(range(1, 7))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # The resumed run published the checkpoint's weights before its first step.

@@ -80,15 +80,15 @@ class Grader:
               extract: str | None = None) -> list[Graded]:
         """Each completion (or response text) of ``problem``, graded (``extract``: this call's
         extraction mode, default the grader's)."""
-        return self._grade_here([problem], [completions], extract)[0]
+        return self.grade_here([problem], [completions], extract)[0]
 
     def grade_groups(self, problems: Sequence[Problem], completions_P: Sequence[Sequence[Completion | str]],
                      extract: str | None = None) -> list[list[Graded]]:
         """:meth:`grade` for many problems at once (one round through the pool)."""
         if self.dist is None or not self.dist.enabled:
-            return self._grade_here(problems, completions_P, extract)
+            return self.grade_here(problems, completions_P, extract)
         mine = self.dist.share(len(problems))
-        graded = self._grade_here([problems[i] for i in mine], [completions_P[i] for i in mine], extract)
+        graded = self.grade_here([problems[i] for i in mine], [completions_P[i] for i in mine], extract)
         return [g for part in self.dist.gather(graded) for g in part]
 
     def grade_requests(self, requests: Sequence[GradeRequest]) -> list[GradeResult]:
@@ -101,7 +101,8 @@ class Grader:
                 _POOLS[key] = _Pool(*key)
             return _POOLS[key].map(requests)
 
-    def _grade_here(self, problems, completions_P, extract: str | None) -> list[list[Graded]]:
+    def grade_here(self, problems, completions_P, extract: str | None = None) -> list[list[Graded]]:
+        """:meth:`grade_groups` in this process alone (no collective: any thread may call it)."""
         requests = [GradeRequest(gold=p.answer, response=c if isinstance(c, str) else c.text,
                                  extract=extract or self.extract, tolerance=p.tolerance,
                                  approx_digits=self.approx_digits)

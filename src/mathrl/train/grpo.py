@@ -26,10 +26,11 @@ from mathrl.errors import UserError
 from mathrl.prompts import PromptProtocol
 from mathrl.sampling import SamplingParams, encode_prompt
 from mathrl.sampling.chunked import chunk_seed
+from mathrl.train.ahead import RolloutsAhead, fresh
 from mathrl.train.config import TrainConfig
 from mathrl.train.learner import AdamParams, Learner
 from mathrl.train.local import Plan
-from mathrl.train.losses import KLEstimator, Loss, TisLevel
+from mathrl.train.losses import ALIASES, LOSSES, KLEstimator, Loss, TisLevel
 from mathrl.train.rewards import RewardSet
 from mathrl.train.rl import (
     Normalization,
@@ -43,6 +44,10 @@ from mathrl.train.rl import (
 from mathrl.train.rollouts import RolloutSettings, rollout_engine
 from mathrl.train.runs import TrainRun, open_run
 from mathrl.types import Group, Problem
+
+# Truncated IS's cap for rollouts sampled ahead (rollout.max_staleness >= 1) unless tis_cap says:
+# the value of Yao et al. 2025 and verl's default.
+STALE_TIS_CAP = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +73,9 @@ class GRPOConfig(TrainConfig):
     kl_coef: float = 0.0
     kl_estimator: KLEstimator = "k3_is"
     # Truncated importance sampling against sampler/trainer mismatch (losses.py): cap on
-    # pi_trainer / pi_sampler, per token or per sequence; None: off.
+    # pi_trainer / pi_sampler, per token or per sequence; None: off, except with
+    # rollout.max_staleness >= 1 (rollouts of older weights), where it is STALE_TIS_CAP. A cap
+    # of .inf is the plain ratio.
     tis_cap: float | None = None
     tis_level: TisLevel = "token"
     normalization: Normalization = "token_sum"
@@ -86,21 +93,35 @@ class GRPOConfig(TrainConfig):
             raise ValueError("group_size must be >= 2 (advantages are relative to the group)")
         if self.num_substeps < 1:
             raise ValueError("num_substeps must be >= 1")
-        if self.num_substeps > 1 and self.tis_cap is not None:
+        if self.rollout.max_staleness and "logprobs" not in self.make_loss().needs:
+            raise ValueError(f"rollout.max_staleness >= 1 trains on rollouts of older weights, which loss "
+                             f"{self.loss} cannot correct: it reads no sampler logprobs")
+        if self.num_substeps > 1 and self.truncation_cap is not None:
             raise ValueError("tis_cap takes the loss's ratio against the trainer's current probabilities, so "
                              "with num_substeps > 1 the later substeps would not clip against the pre-update "
-                             "policy: use one or the other")
+                             "policy: use one or the other"
+                             + (" (rollout.max_staleness >= 1 turns it on: set num_substeps: 1)"
+                                if self.tis_cap is None else ""))
         if self.rollout.engine == "vllm" and self.finetune != "lora":
             raise ValueError("rollout.engine 'vllm' loads a LoRA adapter each step; vLLM has no stable "
                              "endpoint that reloads full weights: full fine-tuning rolls out in process or "
                              "through mathrl serve (rollout.engine: serve)")
         self.check_learner()
 
+    @property
+    def truncation_cap(self) -> float | None:
+        """The truncated-IS cap in effect: ``tis_cap``, else STALE_TIS_CAP when rollouts may be stale."""
+        if self.tis_cap is not None:
+            return self.tis_cap
+        return STALE_TIS_CAP if self.rollout.max_staleness else None
+
     def make_loss(self) -> Loss:
         config = {}
         if self.loss in ("ppo", "ppo_clip"):
             config = {"clip_low_threshold": 1 - self.clip_low, "clip_high_threshold": 1 + self.clip_high}
-        return Loss(self.loss, {**config, **self.loss_config}, self.kl_coef, self.kl_estimator, self.tis_cap,
+        spec = LOSSES.get(ALIASES.get(self.loss, self.loss))  # an unknown name: Loss says so
+        cap = self.truncation_cap if spec and "logprobs" in spec.needs else self.tis_cap
+        return Loss(self.loss, {**config, **self.loss_config}, self.kl_coef, self.kl_estimator, cap,
                     self.tis_level)
 
 
@@ -159,9 +180,43 @@ def _train(cfg: GRPOConfig, run: TrainRun, loss: Loss) -> dict:
     step = run.resume(states)
     params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                             enable_thinking=cfg.prompt.thinking)
+
+    def batch_of(step: int) -> tuple[list[Problem], dict[str, list[int]]]:
+        batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
+        return batch, {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name),
+                                           cfg.prompt.thinking) for p in batch}
+
+    def seeded(step: int) -> SamplingParams:  # a prompt's samples depend on this and the prompt alone
+        return replace(params, seed=chunk_seed(cfg.seed, "grpo", step))
+
+    def train_step(step: int, batch, prompts, completions, graded, sampled_by: int, times: dict) -> dict:
+        """Score, train and measure one step's rollouts (sampled by version ``sampled_by``)."""
+        t0 = time.perf_counter()
+        groups = rewards.groups(batch, completions, graded,
+                                lambda r: group_advantages(r, cfg.scale_advantages))
+        # Rollouts older than max_staleness are never trained on (the producer keeps them fresh).
+        usable = fresh(step, sampled_by, cfg.rollout.max_staleness)
+        kept = [g for g in groups if usable and not is_constant(g.rewards)]
+        times["grading_s"] = times.get("grading_s", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        adam = run.adam(step, total_steps)
+        updates = update(learner, loss, kept, prompts, cfg, adam)
+        times["training_s"] = time.perf_counter() - t0
+        metrics = step_metrics(groups, len(kept), merge_updates(updates), adam.learning_rate, times)
+        metrics["rollout/policy_version"] = sampled_by
+        metrics["rollout/staleness"] = step - sampled_by  # optimizer steps behind the weights they update
+        metrics["rollout/dropped_stale"] = 0 if usable else len(groups)
+        if not usable:
+            log(f"step {step + 1}: dropped {len(groups)} groups sampled by policy version {sampled_by}, "
+                f"more than rollout.max_staleness={cfg.rollout.max_staleness} steps old")
+        return metrics
+
     last: dict = {}
     with rollout_engine(cfg.rollout, learner, cfg.model, cfg.sampler_batch_size, cfg.lora.rank, log,
                         run.dist) as engine:
+        if cfg.rollout.max_staleness:
+            return _train_ahead(cfg, run, engine, grader, states, step, total_steps, batch_of, seeded,
+                                train_step)
 
         def eval_sampler():  # the weights of the step just taken (a collective: every rank calls it)
             engine.sync(step, learner)
@@ -171,28 +226,65 @@ def _train(cfg: GRPOConfig, run: TrainRun, loss: Loss) -> dict:
             t0 = time.perf_counter()
             engine.sync(step, learner)
             t_synced = time.perf_counter()
-            batch = step_problems(problems, cfg.groups_per_batch, cfg.seed, step, cfg.last_batch)
-            prompts = {p.id: encode_prompt(run.tokenizer, cfg.prompt.messages(p, dataset.name),
-                                           cfg.prompt.thinking) for p in batch}
-            # A prompt's samples depend on this seed and the prompt alone, not on the rank.
-            completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size,
-                                        replace(params, seed=chunk_seed(cfg.seed, "grpo", step)))
+            batch, prompts = batch_of(step)
+            completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, seeded(step))
             sampled_by = engine.version
             engine.pause()  # the engine's memory is the trainer's until the next sync
             t_sampled = time.perf_counter()
             graded = grader.grade_groups(batch, completions)
-            groups = rewards.groups(batch, completions, graded,
-                                    lambda r: group_advantages(r, cfg.scale_advantages))
-            kept = [g for g in groups if not is_constant(g.rewards)]
-            t_graded = time.perf_counter()
-            adam = run.adam(step, total_steps)
-            updates = update(learner, loss, kept, prompts, cfg, adam)
+            times = {"publish_s": t_synced - t0, "sampling_s": t_sampled - t_synced,
+                     "grading_s": time.perf_counter() - t_sampled}
+            last = train_step(step, batch, prompts, completions, graded, sampled_by, times)
+            step += 1
+            last["time/step_s"] = time.perf_counter() - t0
+            run.end_step(step, total_steps, last, states, eval_sampler)
+        return run.finish(step, last, states, eval_sampler)
+
+
+def _train_ahead(cfg: GRPOConfig, run: TrainRun, engine, grader, states: dict, step: int, total_steps: int,
+                 batch_of, seeded, train_step) -> dict:
+    """The loop with rollouts sampled up to ``rollout.max_staleness`` steps ahead
+    (:mod:`mathrl.train.ahead`): a producer thread samples and grades each rank's share of a
+    step's batch on its engine; this loop gathers the shares, trains, and publishes after each
+    optimizer step."""
+    learner, dist = run.learner, run.dist
+
+    def produce(step: int):  # in the producer thread: no collective, and the only tokenizer user
+        t0 = time.perf_counter()
+        batch, prompts = batch_of(step)
+        mine = [batch[i] for i in (dist.share(len(batch)) if dist.enabled else range(len(batch)))]
+        completions = engine.sample_here([prompts[p.id] for p in mine], cfg.group_size, seeded(step))
+        t_sampled = time.perf_counter()
+        graded = grader.grade_here(mine, completions)
+        return (batch, prompts), (completions, graded, t_sampled - t0, time.perf_counter() - t_sampled)
+
+    last: dict = {}
+    with RolloutsAhead(engine, produce, range(step, total_steps), cfg.rollout.max_staleness) as ahead:
+        ahead.publish(learner.save_for_sampler, step)
+
+        def eval_sampler():  # the newest weights, the producer held until training goes on
+            ahead.hold()
+            ahead.load(ahead.published)
+            dist.barrier()
+            return engine.sampler(cfg.eval.batch_size)
+
+        while step < total_steps:
+            t0 = time.perf_counter()
+            got = ahead.take(step)
+            t_taken = time.perf_counter()
+            (batch, prompts), share = got.payload
+            parts = dist.gather(share)  # every rank's share, in rank order
+            completions = [group for part in parts for group in part[0]]
+            graded = [group for part in parts for group in part[1]]
+            # The producer's seconds (the slowest rank's), spent while the previous step trained.
+            times = {"rollout_wait_s": t_taken - t0, "sampling_s": max(p[2] for p in parts),
+                     "grading_s": max(p[3] for p in parts)}
+            last = train_step(step, batch, prompts, completions, graded, got.version, times)
             step += 1
             t_trained = time.perf_counter()
-            last = step_metrics(groups, len(kept), merge_updates(updates), adam.learning_rate,
-                                (t0, t_synced, t_sampled, t_graded, t_trained))
-            last["rollout/policy_version"] = sampled_by
-            last["rollout/staleness"] = (step - 1) - sampled_by  # optimizer steps behind the trained weights
+            ahead.publish(learner.save_for_sampler, step)
+            last["time/publish_s"] = time.perf_counter() - t_trained
+            last["time/step_s"] = time.perf_counter() - t0
             run.end_step(step, total_steps, last, states, eval_sampler)
         return run.finish(step, last, states, eval_sampler)
 

@@ -379,8 +379,12 @@ def publish(model, out_dir: Path, version: int, weights: dict | None = None,
     if dist.main and not final.is_dir():
         publish_to(model, final, weights)
     if dist.main:
-        for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-KEEP_PUBLISHED]:
-            shutil.rmtree(old, ignore_errors=True)
+        # The last two up to this version; later ones are a killed run's, never checkpointed
+        # (kept, they would sort after this one and have it pruned at once).
+        for old in root.glob("step_*"):
+            number = old.name[len("step_"):]
+            if old.is_dir() and number.isdigit() and not version - KEEP_PUBLISHED < int(number) <= version:
+                shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return PolicyRef(version, final, kind)
 

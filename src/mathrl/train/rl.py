@@ -131,8 +131,8 @@ def merge_updates(updates: Sequence[dict]) -> dict:
 
 
 def step_metrics(groups: Sequence[Group], n_kept: int, update: dict, lr: float,
-                 times: tuple[float, float, float, float, float]) -> dict:
-    t0, t_synced, t_sampled, t_graded, t_trained = times
+                 times: dict[str, float]) -> dict:
+    """A GRPO step's metrics; ``times``: seconds by phase (``time/<phase>`` in the metrics)."""
     completions = [c for g in groups for c in g.completions]
     tokens = [c.n_tokens for c in completions]
     graded = [x for g in groups for x in g.graded]
@@ -151,11 +151,7 @@ def step_metrics(groups: Sequence[Group], n_kept: int, update: dict, lr: float,
         "tokens/truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
         "train/lr": lr,
         **update,
-        "time/publish_s": t_synced - t0,
-        "time/sampling_s": t_sampled - t_synced,
-        "time/grading_s": t_graded - t_sampled,
-        "time/training_s": t_trained - t_graded,
-        "time/step_s": t_trained - t0,
+        **{f"time/{phase}": seconds for phase, seconds in times.items()},
     }
     for name in groups[0].graded[0].reward_parts:
         metrics[f"reward/{name}"] = statistics.fmean(x.reward_parts[name] for x in graded)
