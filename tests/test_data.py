@@ -229,6 +229,7 @@ def test_data_list_cli(data_dir):
     command = [sys.executable, "-m", "mathrl.cli", "data", "list", "--data-dir", str(data_dir)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, env={"PATH": ""})
     assert out.returncode == 0, out.stderr
+    assert max(map(len, out.stdout.splitlines())) < 2000  # whole rows, and rules not 100,000 wide
     lines = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if line.count("│") > 3}
     assert set(lines) == set(REGISTRY)
     assert "│ 3992 " in lines["math_hard"] and "│ 572 " in lines["olympiadbench_numerical"]
@@ -251,3 +252,88 @@ def test_a_hub_style_shuffle_seed_picks_the_problems_a_hub_script_would(data_dir
     assert chosen.problems[0].id == "gsm8k-train-03082"
     first10 = load_dataset("gsm8k_train", data_dir, num_problems=10, shuffle_seed=42).problems
     assert first10 == chosen.problems[:10]  # the short RL run's 10 are the first 10 of the same order
+
+
+# ---- golds checked at load (mathrl.grading.golds) -----------------------------------------------
+
+BAD_GOLDS = [  # (id, gold, the start of its reason)
+    ("empty", "\\text{ }", "empty"),
+    ("unbalanced", "\\frac{1}{2", "unbalanced braces"),
+    ("boxed_inside", "\\boxed{3}}{", "not equal to itself"),
+]
+GOOD_GOLDS = [("number", "2"), ("bare_frac", "\\frac 59"), ("set", "\\{1,2\\}"),
+              ("interval", "(-\\infty, 3]"), ("text", "\\text{Tuesday}"), ("base", "52_8")]
+
+
+def _gold_file(tmp_path):
+    path = tmp_path / "golds.jsonl"
+    rows = [{"id": i, "problem": "p", "answer": a} for i, a, *_ in [*GOOD_GOLDS, *BAD_GOLDS]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_golds_no_response_could_match_are_named_with_their_reason():
+    from mathrl.grading.golds import gold_problem
+    from mathrl.types import Problem
+
+    for pid, gold, reason in BAD_GOLDS:
+        found = gold_problem(Problem(pid, "p", gold), "boxed")
+        assert found is not None and found.startswith(reason), (gold, found)
+    for pid, gold in GOOD_GOLDS:
+        assert gold_problem(Problem(pid, "p", gold), "boxed") is None, gold
+    assert gold_problem(Problem("g", "p", "1,000"), "gsm8k") is None  # read back from "#### 1,000"
+
+
+def test_loading_skips_bad_golds_with_one_line(tmp_path, capsys):
+    ds = load_dataset(_gold_file(tmp_path))
+    assert [p.id for p in ds.problems] == [i for i, _ in GOOD_GOLDS]
+    assert [b.id for b in ds.bad_golds] == [i for i, *_ in BAD_GOLDS]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("golds: skipped 3 problems whose gold answer")
+    assert "mathrl data check" in lines[0]
+    kept = load_dataset(_gold_file(tmp_path), check_golds=False)
+    assert len(kept) == len(GOOD_GOLDS) + len(BAD_GOLDS) and not kept.bad_golds
+
+
+def test_data_check_lists_bad_golds_and_exits_non_zero(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mathrl.cli", "data", "check", str(_gold_file(tmp_path)),
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    (row,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [b["id"] for b in row["bad_golds"]] == [i for i, *_ in BAD_GOLDS]
+    assert all(b["reason"].startswith(r) for b, (_, _, r) in zip(row["bad_golds"], BAD_GOLDS, strict=True))
+
+
+# The counts in the README's data table: every shared benchmark checked, as CI runs it.
+README_BAD_GOLDS = dict.fromkeys(MANIFEST_ROWS, 0)
+
+
+def test_data_check_over_every_shared_benchmark_matches_the_readme(data_dir):
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "mathrl.cli", "data", "check", "--data-dir", str(data_dir),
+                          "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    rows = {r["dataset"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert {name: len(r["bad_golds"]) for name, r in rows.items()} == README_BAD_GOLDS
+    assert {name: r["skipped_rows"] for name, r in rows.items() if r["skipped_rows"]} == NO_ANSWER_ROWS
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name, count in README_BAD_GOLDS.items():
+        row = f"| `{name}` | {MANIFEST_ROWS[name]:,} | {NO_ANSWER_ROWS.get(name, 0)} | {count} |"
+        assert row in readme, name
+
+
+def test_no_output_line_is_a_screen_wide_rule_in_a_log(data_dir, tmp_path):
+    """In a pipe (no COLUMNS), no line is over 2,000 characters unless it is a command line or
+    JSON: rules are drawn LOG_WIDTH wide, not the unbounded width that keeps tables whole."""
+    env = {"PATH": "", "MATHRL_DATA_DIR": str(data_dir)}
+    commands = [["data", "show", "math_hard", "--n", "3"],
+                ["eval", "--config", "configs/study1/baseline.yaml", "--show-prompt"],
+                ["data", "check", str(_gold_file(tmp_path))]]  # data list: test_data_list_cli
+    for command in commands:
+        out = subprocess.run([sys.executable, "-m", "mathrl.cli", *command], capture_output=True, text=True,
+                             timeout=300, env=env)
+        assert out.returncode in (0, 1), (command, out.stderr[-2000:])
+        for line in (out.stdout + out.stderr).splitlines():
+            if len(line) > 2000:
+                assert line.startswith(("$ mathrl", "{", "[")), (command, line[:200])

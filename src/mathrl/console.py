@@ -14,10 +14,22 @@ from rich.console import Console
 
 # Wide enough that no table cell or line is ever folded; rich pads nothing to this width.
 UNBOUNDED = 100_000
+# What fills the width instead of holding text (rules, panels) is drawn this wide in a log.
+LOG_WIDTH = 100
+
+
+class LogConsole(Console):
+    """Unbounded for text and tables, but a rule is a line of :data:`LOG_WIDTH` columns (drawn at
+    the console's width it would be 100,000 characters long)."""
+
+    def rule(self, title="", *, characters: str = "─", style="rule.line", align="center") -> None:
+        from rich.rule import Rule
+
+        self.print(Rule(title, characters=characters, style=style, align=align), width=LOG_WIDTH)
 
 
 def make_console(**kwargs) -> Console:
     """A ``rich`` console for stdout: terminal-sized on a TTY, unbounded width otherwise."""
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ and "width" not in kwargs:
-        kwargs.update(width=UNBOUNDED, soft_wrap=True)
+        return LogConsole(width=UNBOUNDED, soft_wrap=True, **kwargs)
     return Console(**kwargs)

@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--seed", type=int, default=0)
     add_data_source_arguments(show)
     show.set_defaults(run=run_show)
+    check = sub.add_parser("check", help="grade every gold answer against itself; list those no response "
+                           "could match")
+    check.add_argument("datasets", nargs="*", metavar="DATASET",
+                       help="registered names or files (default: every registered dataset with a local file)")
+    check.add_argument("--json", action="store_true", help="one JSON object per dataset, for scripts")
+    add_data_source_arguments(check)
+    check.set_defaults(run=run_check)
 
 
 def load_from_args(args: argparse.Namespace, name: str, **selection):
@@ -108,3 +115,38 @@ def run_show(args: argparse.Namespace) -> int:
         console.print(f"answer: {p.answer}" + (f"  (tolerance {p.tolerance})" if p.tolerance else ""),
                       markup=False, style="bold")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Every gold of each dataset graded against itself as a model would write it
+    (:mod:`mathrl.grading.golds`); exit 1 when any cannot be matched."""
+    import json
+
+    from mathrl.console import make_console
+    from mathrl.data import REGISTRY, local_file
+    from mathrl.errors import UserError
+    from mathrl.grading.golds import bad_golds
+
+    names = args.datasets or [name for name, spec in REGISTRY.items()
+                              if spec.generate is None and (local := local_file(spec, args.data_dir))
+                              and local.is_file()]
+    if not names:
+        raise UserError("no dataset to check: name one, or set --data-dir / MATHRL_DATA_DIR")
+    console = make_console()
+    found_any = False
+    for name in names:
+        ds = load_from_args(args, name, check_golds=False)
+        bad = bad_golds(ds.problems, ds.extract)
+        found_any = found_any or bool(bad)
+        if args.json:
+            listed = [{"id": b.id, "answer": b.answer, "reason": b.reason} for b in bad]
+            print(json.dumps({"dataset": name, "problems": len(ds), "skipped_rows": ds.skipped,
+                              "bad_golds": listed}))
+            continue
+        rows = f"; {ds.skipped} rows skipped at load (no gold answer or invalid)" if ds.skipped else ""
+        console.print(f"{name}: {len(ds)} problems ({ds.origin}), {len(bad)} gold answer"
+                      f"{'' if len(bad) == 1 else 's'} no response could match{rows}",
+                      markup=False, highlight=False)
+        for b in bad:
+            console.print(f"  {b.id}: {b.answer!r}: {b.reason}", markup=False, highlight=False)
+    return 1 if found_any else 0

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from mathrl.data.rows import (
     row_to_problem,
 )
 from mathrl.data.select import select
+from mathrl.grading.golds import BadGold
 from mathrl.types import Problem
 
 __all__ = ["REGISTRY", "DataError", "Dataset", "DatasetSpec", "FieldMap", "data_dir_from",
@@ -43,6 +45,8 @@ class Dataset:
     origin: str  # file path, "hf:ID", or "generated"
     extract: str
     skipped: int  # invalid rows skipped (documented gaps, or all with skip_invalid)
+    # Problems skipped because no response could match their gold answer (mathrl.grading.golds).
+    bad_golds: tuple[BadGold, ...] = ()
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -58,14 +62,17 @@ def load_dataset(name_or_path: str | Path | DatasetSpec, data_dir: str | Path | 
                  levels: Iterable[int] | None = None, subjects: Iterable[str] | None = None,
                  num_problems: int | None = None, seed: int = 0, shuffle: bool = False,
                  shuffle_seed: int | None = None, skip_invalid: bool = False, fields: FieldMap | None = None,
-                 split: str = "train") -> Dataset:
+                 split: str = "train", check_golds: bool = True) -> Dataset:
     """Load a registered name (or a DatasetSpec), a user file (JSONL/JSON/CSV/parquet) or
     ``hf:ID[:CONFIG]``.
 
     Rows are validated (a problem and an answer, a sane level, unique ids); the first bad row
     raises a DataError naming file, line and field, or with ``skip_invalid`` is skipped and
     counted. ``fields`` maps a user file's or hub dataset's columns; ``split`` is for ``hf:``.
-    Then :func:`select` filters and subsamples.
+    Each gold answer is graded against itself (:mod:`mathrl.grading.golds`): a problem whose
+    gold no response could match is skipped, counted in ``bad_golds`` and announced in one line
+    on stderr (``check_golds=False``: kept, for ``mathrl data check``). Then :func:`select`
+    filters and subsamples.
     """
     if isinstance(name_or_path, DatasetSpec):
         spec, name = name_or_path, name_or_path.name
@@ -94,9 +101,20 @@ def load_dataset(name_or_path: str | Path | DatasetSpec, data_dir: str | Path | 
     problems, skipped = _validated(rows, row_fields, name, skip_invalid, skip_missing)
     if spec_levels is not None:
         problems = [p for p in problems if p.level in spec_levels]
+    bad: list[BadGold] = []
+    if check_golds:
+        from mathrl.grading.golds import bad_golds
+
+        bad = bad_golds(problems, extract)
+        if bad:
+            ids = {b.id for b in bad}
+            problems = [p for p in problems if p.id not in ids]
+            print(f"{name}: skipped {len(bad)} problem{'s' if len(bad) > 1 else ''} whose gold answer no "
+                  f"response could match (first: {bad[0].id}: {bad[0].reason}); `mathrl data check "
+                  f"{name if spec is not None else name_or_path}` lists them", file=sys.stderr, flush=True)
     chosen = select(problems, levels=levels, subjects=subjects, num_problems=num_problems,
                     seed=seed, shuffle=shuffle, shuffle_seed=shuffle_seed)
-    return Dataset(name, tuple(chosen), origin, extract, skipped)
+    return Dataset(name, tuple(chosen), origin, extract, skipped, tuple(bad))
 
 
 def local_file(spec: DatasetSpec, data_dir: str | Path | None = None) -> Path | None:

@@ -32,9 +32,12 @@ _SPACE_MACRO = re.compile(r"(?<!\\)\\ ")  # the "\ " spacing macro, not a "\\" r
 _GROUPED_COMMA = re.compile(r"\{\s*,\s*\}")  # "1{,}000", "14 {, }916"
 _WORD_UNITS = re.compile(r"\s*(degrees?|dollars?|cents?)\s*$")
 _SPACES = re.compile(r"\s+")
+# TeX reads "\frac 59" and "\frac12" as "\frac{5}{9}" and "\frac{1}{2}" (a bare argument is one
+# token, spaces before it skipped): 2 MATH-500 golds and 9 of MATH train (17 of its 12k) are written
+# so, and before spaces were allowed here no other spelling of them graded as correct.
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
-_FRAC_BARE = re.compile(r"\\frac(\d)(\d)")
-_FRAC_HALF_BARE = re.compile(r"\\frac\{([^{}]*)\}(\d)|\\frac(\d)\{([^{}]*)\}")
+_FRAC_BARE = re.compile(r"\\frac\s*(\d)\s*(\d)")
+_FRAC_HALF_BARE = re.compile(r"\\frac\{([^{}]*)\}\s*(\d)|\\frac\s*(\d)\s*\{([^{}]*)\}")
 
 
 def unwrap(text: str, commands: tuple[str, ...] = _WRAPPERS) -> str:
