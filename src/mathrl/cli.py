@@ -100,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mathrl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        from mathrl.fileio import storage_message, storage_reason
+
+        reason = storage_reason(err)  # a full or read-only disk met outside the writers that name their path
+        if reason is None:
+            raise
+        print(f"mathrl {args.command}: error: {storage_message(reason, getattr(err, 'filename', None))}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mathrl.fileio import writing
+
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -48,11 +50,16 @@ def save_checkpoint(folder: str | Path, model, tokenizer, state: dict, weights: 
     final = Path(folder)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, state_dict=weights)
-    if not hasattr(model, "peft_config"):  # a full model folder is loadable only with its tokenizer
-        tokenizer.save_pretrained(tmp)
-    torch.save({"rng": rng_state(), **state}, tmp / STATE_FILE)
+    try:
+        with writing(final):
+            tmp.mkdir(parents=True)
+            model.save_pretrained(tmp, state_dict=weights)
+            if not hasattr(model, "peft_config"):  # a full model folder is loadable only with its tokenizer
+                tokenizer.save_pretrained(tmp)
+            torch.save({"rng": rng_state(), **state}, tmp / STATE_FILE)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give back what the partial copy took
+        raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from mathrl.distributed import SINGLE, Dist, accumulation, gathered, idle_pass, is_sharded, wrap_policy
+from mathrl.fileio import writing
 from mathrl.train.batching import pack_rows, plan_micro_batches
 from mathrl.train.checkpoint import (
     load_optimizer_state,
@@ -395,7 +396,12 @@ def publish_to(model, folder: Path, weights: dict | None = None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=weights)
+    try:
+        with writing(folder):
+            model.save_pretrained(tmp, state_dict=weights)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

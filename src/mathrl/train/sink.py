@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from mathrl.errors import UserError
-from mathrl.fileio import write_atomic
+from mathrl.fileio import write_atomic, writing
 
 MIRRORS = ("none", "tensorboard", "wandb")
 
@@ -60,7 +60,7 @@ class MetricsSink:
 
     def log(self, values: dict, step: int | None = None) -> None:
         line = {"time": round(time.time(), 3), **({"step": step} if step is not None else {}), **values}
-        with self.path.open("a", encoding="utf-8") as f:
+        with writing(self.path), self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(line, allow_nan=False, default=_finite) + "\n")
         numbers = {
             k: v
