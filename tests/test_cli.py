@@ -1,6 +1,7 @@
 """The command line as a user meets it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,19 @@ def test_missing_model_is_one_clear_error():
 def test_bad_levels_is_one_clear_error():
     out = _mathrl("toy", "eval", "--levels", "1,9", "--num-problems", "1")
     assert out.returncode == 2 and "--levels" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["grpo", "configs/study1/grpo_v2.yaml", "--out", "{tmp}/run", "max_steps=1"],
+    ["eval", "--model", "Qwen/Qwen3-4B-Instruct-2507", "--benchmarks", "arith", "--out", "{tmp}/eval"]])
+def test_a_hub_model_without_a_hub_fails_at_once_with_one_line(argv, tmp_path):
+    # A hub that refuses connections and an empty cache: transformers alone would retry every
+    # request for about a minute and then raise a traceback.
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-m", "mathrl.cli", *(a.format(tmp=tmp_path) for a in argv)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert ("Qwen/Qwen3-4B-Instruct-2507 is not in the local Hugging Face cache and the hub cannot be "
+            "reached (127.0.0.1:9: Connection refused)") in lines[0]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -41,9 +44,43 @@ def resolve_model(name_or_path: str | Path) -> str:
     return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (one TCP connection, 5 s at most,
+    once per process), or None when it can. Without it, transformers retries every request for
+    about a minute before it says so."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as err:
+        return f"{host}:{port}: {err.strerror or err}"
+    return None
+
+
+def hub_kwargs(name_or_path: str | Path) -> dict:
+    """``from_pretrained`` options for ``name_or_path``: for a hub id while the hub cannot be
+    reached, the local cache only (a cached model loads at once); one that is not cached fails
+    at once, with one line."""
+    resolved = resolve_model(name_or_path)
+    if Path(resolved).exists() or (why := hub_unreachable()) is None:
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(resolved, "config.json"), str):
+        raise FileNotFoundError(f"{resolved} is not in the local Hugging Face cache and the hub cannot be "
+                                f"reached ({why}): download it where there is a network (`hf download "
+                                f"{resolved}`) or pass a local model folder")
+    return {"local_files_only": True}
+
+
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The model's tokenizer, left-padded (decoder-only generation pads on the left)."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path), **hub_kwargs(name_or_path))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -62,7 +99,8 @@ def local_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase | None:
 def load_model(name_or_path: str | Path, device: torch.device, dtype: torch.dtype,
                adapter: str | Path | None = None) -> PreTrainedModel:
     """A causal LM in eval mode on ``device``; with ``adapter``, a PEFT (LoRA) adapter on top."""
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=dtype,
+                                                 **hub_kwargs(name_or_path))
     if adapter is not None:
         from peft import PeftModel
 
