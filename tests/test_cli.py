@@ -58,3 +58,17 @@ def test_a_hub_model_without_a_hub_fails_at_once_with_one_line(argv, tmp_path):
     assert len(lines) == 1, out.stderr
     assert ("Qwen/Qwen3-4B-Instruct-2507 is not in the local Hugging Face cache and the hub cannot be "
             "reached (127.0.0.1:9: Connection refused)") in lines[0]
+
+
+def test_in_a_log_long_stages_print_progress_lines_with_rate_and_eta(tmp_path):
+    """A pipe shows no bar: eval prints a line per interval (here every update) and one at the end."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"MATHRL_PROGRESS_S": "0"}
+    argv = ["eval", "--model", "tiny", "--benchmarks", "arith", "--num-problems", "12", "--chunk-size", "4",
+            "--out", str(tmp_path / "eval")]
+    out = subprocess.run([sys.executable, "-m", "mathrl.cli", *argv], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("arith: ") and "/12 (" in line]
+    assert [line.split(",")[0] for line in lines] == ["arith: 0/12 (0%)", "arith: 4/12 (33%)",
+                                                       "arith: 8/12 (67%)", "arith: 12/12 (100%)"]
+    assert "/s, ETA " in lines[1] and "ETA" not in lines[-1]

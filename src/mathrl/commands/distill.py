@@ -99,19 +99,17 @@ def show_collect_prompt(args: argparse.Namespace, model: str) -> int:
 
 def run_collect(args: argparse.Namespace, sampler, source: str, verb: str,
                 endpoint: str | None = None) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mathrl.collect import CollectConfig, collect_traces
     from mathrl.commands import prompt_from_args
-    from mathrl.console import make_console
+    from mathrl.console import make_console, make_progress
 
     dataset = selected_dataset(args)
     cfg = CollectConfig(source=source, dataset=dataset.name, n=args.n, keep=args.keep,
                         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                         seed=args.seed, prompt=prompt_from_args(args), chunk_size=args.chunk_size)
     console = make_console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
+    with make_progress(console) as bar:
         task = bar.add_task(f"{verb} {dataset.name}", total=len(dataset))
         first: list[int] = []
 

@@ -57,11 +57,10 @@ def _eval_defaults() -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from rich import box
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from mathrl.commands import prompt_from_args, show_prompts
-    from mathrl.console import make_console
+    from mathrl.console import make_console, make_progress
     from mathrl.data import REGISTRY
     from mathrl.errors import UserError
     from mathrl.eval.config import EvalConfig
@@ -85,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     sampler = make_sampler(args.model, args.adapter, args.base_url, args.device, args.dtype, args.batch_size,
                            tinker=args.tinker)
     console = make_console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
+    with make_progress(console) as bar:
         def progress(name):
             task = bar.add_task(name, total=None)
             return lambda done, total: bar.update(task, completed=done, total=total)

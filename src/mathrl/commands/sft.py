@@ -45,10 +45,10 @@ def default_run_dir(config: Path) -> Path:
 def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
     """Load ``config_class`` from the recipe and overrides, run ``train`` into the run folder with
     a progress bar (``describe(metrics)`` is its live text), and print a closing line."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import TextColumn
 
     from mathrl.config import load_config
-    from mathrl.console import make_console
+    from mathrl.console import make_console, make_progress
     from mathrl.distributed import from_env
 
     cfg = load_config(config_class, args.config, args.overrides)
@@ -57,8 +57,7 @@ def run_recipe(args: argparse.Namespace, config_class, train, describe) -> int:
         train(cfg, out, log=lambda line: None)
         return 0
     console = make_console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.fields[info]}"), console=console, transient=True) as bar:
+    with make_progress(console, TextColumn("{task.fields[info]}")) as bar:
         task = bar.add_task(args.command, total=None, info="")
 
         def progress(step, total, metrics):
