@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# The watchdog (mathrl.watchdog) is off in tests unless a test asks for it: a shared, slow machine
+# must not trip it. Subprocesses the tests start inherit this.
+os.environ.setdefault("MATHRL_WATCHDOG_S", "0")
+
 from mathrl.models import load_model, load_tokenizer
 
 

@@ -12,6 +12,10 @@ import sys
 
 from mathrl import __version__
 from mathrl.errors import UserError
+from mathrl.watchdog import DEFAULT_S, limit_from, watching
+
+# The long-running commands: a hang in them is reported (mathrl.watchdog), not waited on.
+WATCHED = ("eval", "distill", "rejection-sample", "sft", "grpo", "serve")
 
 # (name, module under mathrl.commands, one-line description). Subcommands with their own
 # subcommands list them in their module.
@@ -42,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_text in COMMANDS:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         _module(module).add_arguments(cmd)
+        if name in WATCHED:
+            cmd.add_argument("--watchdog-s", type=float, default=None,
+                             help="no progress for this long prints every thread's stack and the phase "
+                             "it was in, on every rank, and exits (default $MATHRL_WATCHDOG_S or "
+                             f"{DEFAULT_S:g}; 0: off)")
     return parser
 
 
@@ -93,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.run(args) or 0)
+        limit = limit_from(getattr(args, "watchdog_s", None)) if args.command in WATCHED else 0
+        with watching(limit, args.command, idle_ok=args.command == "serve"):
+            return int(args.run(args) or 0)
     except UserError as err:
         print(f"mathrl {args.command}: error: {err}", file=sys.stderr)
         return 2

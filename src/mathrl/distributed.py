@@ -37,6 +37,7 @@ import torch.distributed as dist
 
 from mathrl.device import choose_device
 from mathrl.processes import die_with_parent
+from mathrl.watchdog import attach_dist, phase
 
 # A rank waits at a barrier while rank 0 evaluates or writes a checkpoint: long, not hung.
 DEFAULT_TIMEOUT_S = 2 * 3600
@@ -75,14 +76,16 @@ class Dist:
         if not self.enabled:
             return [float(v) for v in values]
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._comm_device)
-        dist.all_reduce(t)
+        with phase("collective"):
+            dist.all_reduce(t)
         return t.tolist()
 
     def max(self, value: int) -> int:
         if not self.enabled:
             return value
         t = torch.tensor([value], dtype=torch.int64, device=self._comm_device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        with phase("collective"):
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
     def gather(self, obj) -> list:
@@ -90,7 +93,8 @@ class Dist:
         if not self.enabled:
             return [obj]
         out: list = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        with phase("collective"):
+            dist.all_gather_object(out, obj)
         return out
 
     def broadcast(self, obj):
@@ -98,12 +102,14 @@ class Dist:
         if not self.enabled:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        with phase("collective"):
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier()
+            with phase("collective"):
+                dist.barrier()
 
     @property
     def _comm_device(self) -> torch.device:
@@ -140,7 +146,9 @@ def session(device_preference: str = "auto") -> Iterator[Dist]:
     else:
         dist.init_process_group("gloo", timeout=timeout)
     try:
-        yield Dist(rank, world_size, local_rank, device)
+        here = Dist(rank, world_size, local_rank, device)
+        attach_dist(here)  # the watchdog names the ranks that never reached a collective
+        yield here
     finally:
         dist.destroy_process_group()
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mathrl.sampling import Sampler, SamplingParams, encode_prompt
+from mathrl.watchdog import phase
 
 
 class _BadRequest(Exception):
@@ -324,7 +325,8 @@ class Batcher:
                 (batch if item[1] == first[1] else held).append(item)
             model, n, params = first[1]
             try:
-                groups = self.policies.sample(model, [r[0] for r in batch], n, params)
+                with phase("sampling"):
+                    groups = self.policies.sample(model, [r[0] for r in batch], n, params)
                 for request, group in zip(batch, groups, strict=True):
                     request[2].set_result(group)
             except Exception as err:  # noqa: BLE001 - handed to each waiting request

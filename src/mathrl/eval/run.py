@@ -36,6 +36,7 @@ from mathrl.sampling import Sampler, SamplingParams
 from mathrl.sampling.chunked import sample_chunks
 from mathrl.train.sink import MetricsSink
 from mathrl.types import Problem
+from mathrl.watchdog import phase
 
 
 def check_config(out_dir: Path, cfg: EvalConfig) -> None:
@@ -117,7 +118,9 @@ def evaluate_benchmark(sampler: Sampler, cfg: EvalConfig, benchmark: str, out_di
                                         cfg.chunk_size, done):
         sampling_s += seconds
         lines = []
-        graded_P = grader.grade_groups([p for p, _ in pairs], [c for _, c in pairs], extract=dataset.extract)
+        with phase("grading"):
+            graded_P = grader.grade_groups([p for p, _ in pairs], [c for _, c in pairs],
+                                           extract=dataset.extract)
         for (problem, completions), graded in zip(pairs, graded_P, strict=True):
             rows = sample_rows(problem, benchmark, completions, graded, count_tokens)
             new_tokens += sum(r["n_tokens"] for r in rows)

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from mathrl.sampling import Prompt, Sampler, SamplingParams
 from mathrl.types import Completion, Problem
+from mathrl.watchdog import phase
 
 
 def chunk_seed(seed: int, key: str, chunk: int) -> int:
@@ -40,8 +41,9 @@ def sample_chunks(
         if all(p.id in done for p in chunk):
             continue
         start = time.perf_counter()
-        groups = sampler.sample(
-            [prompt_of(p) for p in chunk], n, replace(params, seed=chunk_seed(seed, key, index))
-        )
+        with phase("sampling"):
+            groups = sampler.sample(
+                [prompt_of(p) for p in chunk], n, replace(params, seed=chunk_seed(seed, key, index))
+            )
         seconds = time.perf_counter() - start
         yield [(p, g) for p, g in zip(chunk, groups, strict=True) if p.id not in done], seconds

@@ -44,6 +44,7 @@ from mathrl.train.rl import (
 from mathrl.train.rollouts import RolloutSettings, rollout_engine
 from mathrl.train.runs import TrainRun, open_run
 from mathrl.types import Group, Problem
+from mathrl.watchdog import phase
 
 # Truncated IS's cap for rollouts sampled ahead (rollout.max_staleness >= 1) unless tis_cap says:
 # the value of Yao et al. 2025 and verl's default.
@@ -224,14 +225,17 @@ def _train(cfg: GRPOConfig, run: TrainRun, loss: Loss) -> dict:
 
         while step < total_steps:
             t0 = time.perf_counter()
-            engine.sync(step, learner)
+            with phase("publish"):
+                engine.sync(step, learner)
             t_synced = time.perf_counter()
             batch, prompts = batch_of(step)
-            completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, seeded(step))
+            with phase("sampling"):
+                completions = engine.sample([prompts[p.id] for p in batch], cfg.group_size, seeded(step))
             sampled_by = engine.version
             engine.pause()  # the engine's memory is the trainer's until the next sync
             t_sampled = time.perf_counter()
-            graded = grader.grade_groups(batch, completions)
+            with phase("grading"):
+                graded = grader.grade_groups(batch, completions)
             times = {"publish_s": t_synced - t0, "sampling_s": t_sampled - t_synced,
                      "grading_s": time.perf_counter() - t_sampled}
             last = train_step(step, batch, prompts, completions, graded, sampled_by, times)
@@ -253,9 +257,11 @@ def _train_ahead(cfg: GRPOConfig, run: TrainRun, engine, grader, states: dict, s
         t0 = time.perf_counter()
         batch, prompts = batch_of(step)
         mine = [batch[i] for i in (dist.share(len(batch)) if dist.enabled else range(len(batch)))]
-        completions = engine.sample_here([prompts[p.id] for p in mine], cfg.group_size, seeded(step))
+        with phase("sampling"):
+            completions = engine.sample_here([prompts[p.id] for p in mine], cfg.group_size, seeded(step))
         t_sampled = time.perf_counter()
-        graded = grader.grade_here(mine, completions)
+        with phase("grading"):
+            graded = grader.grade_here(mine, completions)
         return (batch, prompts), (completions, graded, t_sampled - t0, time.perf_counter() - t_sampled)
 
     last: dict = {}
@@ -270,7 +276,8 @@ def _train_ahead(cfg: GRPOConfig, run: TrainRun, engine, grader, states: dict, s
 
         while step < total_steps:
             t0 = time.perf_counter()
-            got = ahead.take(step)
+            with phase("waiting for rollouts"):
+                got = ahead.take(step)
             t_taken = time.perf_counter()
             (batch, prompts), share = got.payload
             parts = dist.gather(share)  # every rank's share, in rank order

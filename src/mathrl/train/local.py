@@ -51,6 +51,7 @@ from mathrl.train.policy import (
     token_logprobs,
     trainable_parameters,
 )
+from mathrl.watchdog import phase
 
 PUBLISHED_DIR = "published"
 KEEP_PUBLISHED = 2  # the version being served and the one before it
@@ -163,10 +164,11 @@ def accumulate(forward: torch.nn.Module, datums: Sequence[Datum], loss: Loss, pl
             batch = collate([[local[i] for i in row] for row in rows], pad_id, device)
             mask_B_T = batch["mask_B_T"]
             computed_B_T = batch["datum_B_T"] if plan.all_positions else mask_B_T
-            logp_B_T, entropy_B_T = forward(
-                batch["input_ids_B_T"], batch["attention_B_T"], plan.temperature, entropy=loss.entropy,
-                target_B_T=computed_B_T, position_ids_B_T=batch["position_ids_B_T"],
-                chunk_tokens=plan.chunk_tokens, target_ids_B_T=batch["target_ids_B_T"])
+            with phase("forward"):
+                logp_B_T, entropy_B_T = forward(
+                    batch["input_ids_B_T"], batch["attention_B_T"], plan.temperature, entropy=loss.entropy,
+                    target_B_T=computed_B_T, position_ids_B_T=batch["position_ids_B_T"],
+                    chunk_tokens=plan.chunk_tokens, target_ids_B_T=batch["target_ids_B_T"])
             ref_logp_B_T = None
             if loss.needs_reference:
                 with torch.no_grad(), reference() as ref_model:
@@ -180,7 +182,8 @@ def accumulate(forward: torch.nn.Module, datums: Sequence[Datum], loss: Loss, pl
             weighted_B_T = loss_B_T * mask_B_T * batch["weights_B_T"]
             total = weighted_B_T.sum()
             if backward:
-                (total * dist.world_size).backward()  # the gradient reduction averages; this makes it a sum
+                with phase("backward"):  # the gradient reduction averages; the world size makes it a sum
+                    (total * dist.world_size).backward()
             with torch.no_grad():
                 sums["loss"] += total.item()
                 _diagnostics(sums, logp_B_T.detach(), entropy_B_T, diagnostics, batch)
@@ -300,9 +303,10 @@ class LocalLearner:
             group.update(lr=adam.learning_rate, betas=(adam.beta1, adam.beta2), eps=adam.eps,
                          weight_decay=adam.weight_decay)
         clip = adam.grad_clip_norm if adam.grad_clip_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with phase("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         # Under FSDP the norm is a DTensor over the shards' partial norms.
         norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         return {"train/grad_norm": norm}
@@ -326,7 +330,8 @@ class LocalLearner:
 
     def save_for_sampler(self, version: int) -> PolicyRef:
         """:func:`publish` this policy (every rank calls it: FSDP gathers its shards)."""
-        return publish(self.model, self.out_dir, version, self.full_weights(), self.dist)
+        with phase("publish"):
+            return publish(self.model, self.out_dir, version, self.full_weights(), self.dist)
 
     def save_state(self, folder: Path, extra: dict) -> None:
         """A checkpoint: every rank calls it (FSDP gathers, each rank gives its RNG state), rank 0

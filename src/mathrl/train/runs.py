@@ -37,6 +37,7 @@ from mathrl.train.config import TrainConfig
 from mathrl.train.learner import AdamParams, Learner
 from mathrl.train.local import LocalLearner, Plan
 from mathrl.train.sink import MetricsSink, NullSink
+from mathrl.watchdog import beat, phase
 
 # Settings that may differ when a run is resumed: where it runs, where its rollouts are sampled
 # (a restarted server on another port), and where metrics are mirrored.
@@ -93,11 +94,12 @@ class TrainRun:
             from mathrl.tinker.learner import preflight
 
             preflight(cfg.tinker.base_url)
-        try:
-            self.tokenizer = load_tokenizer(cfg.model)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot load the tokenizer of {cfg.model!r}: {err}") from None
-        self.learner = make_learner(cfg, self.tokenizer, self.out_dir, dist, plan, reference)
+        with phase("loading"):
+            try:
+                self.tokenizer = load_tokenizer(cfg.model)
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot load the tokenizer of {cfg.model!r}: {err}") from None
+            self.learner = make_learner(cfg, self.tokenizer, self.out_dir, dist, plan, reference)
         describe = getattr(self.learner, "describe", lambda: "")()
         self.log(f"{cfg.model}{' + ' + cfg.adapter if cfg.adapter else ''}: {describe}")
         self.sink = (MetricsSink(self.out_dir, cfg.mirror, config=config_dict(cfg)) if dist.main
@@ -166,6 +168,7 @@ class TrainRun:
                  sampler: Callable[[], Sampler] | None = None) -> None:
         """After optimizer step ``step``: its metrics, the progress bar, a checkpoint and a periodic
         evaluation when they are due (``sampler()`` gives the evaluation's sampler of the new weights)."""
+        beat()
         self.sink.log(metrics, step=step)
         if self.progress:
             self.progress(step, total_steps, metrics)
