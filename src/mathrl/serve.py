@@ -334,6 +334,14 @@ class Batcher:
                     request[2].set_exception(err)
 
 
+class Server(ThreadingHTTPServer):
+    """One thread per connection, and a listen backlog for a burst of clients: the default (5)
+    made the kernel reset connections under 64 concurrent clients (benchmarks/serve_load.py)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0.0.1",
                 port: int = 8000, max_batch: int = 64, limits: Limits = Limits(),
                 enable_lora: bool = False) -> ThreadingHTTPServer:
@@ -345,9 +353,18 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # A client that stops sending (or holds an idle connection) frees its thread after this:
+        # each connection has a thread of its own, so a slow one never blocks the others.
+        timeout = 60
 
         def log_message(self, fmt, *args):  # quiet: one line per request is noise in eval logs
             pass
+
+        def handle(self):
+            try:
+                super().handle()
+            except (ConnectionError, TimeoutError):  # the client went away (a cancelled stream) or stalled
+                self.close_connection = True
 
         def _send(self, status: int, payload: dict) -> None:
             data = json.dumps(payload).encode()
@@ -467,7 +484,7 @@ def make_server(sampler: Sampler, tokenizer, model_name: str, host: str = "127.0
             else:
                 self._send(200, reply)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return Server((host, port), Handler)
 
 
 def _reply(completions, chat: bool, model_name: str, body: dict, tokenizer) -> dict:

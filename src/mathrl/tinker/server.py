@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from mathrl.errors import UserError
+from mathrl.serve import Server
 from mathrl.tinker import wire
 from mathrl.train.learner import AdamParams
 from mathrl.train.losses import LOSSES, Loss
@@ -791,7 +792,7 @@ def make_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -
             else:
                 self._send(200, {"error": result[1], "category": result[2]})
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = Server((host, port), Handler)
     server.daemon_threads = True
     server.service = service  # for tests and the CLI
     return server
