@@ -11,6 +11,7 @@ import pytest
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "serve_load.py"
 spec = importlib.util.spec_from_file_location("serve_load", SCRIPT)
 serve_load = importlib.util.module_from_spec(spec)
+sys.modules["serve_load"] = serve_load  # its dataclasses look their module up
 spec.loader.exec_module(serve_load)
 
 
