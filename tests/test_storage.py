@@ -52,8 +52,15 @@ def test_a_run_whose_disk_fills_stops_with_one_line_and_resumes_once_space_is_ba
 
 
 def _namespaces() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    """Whether this machine lets an unprivileged process mount a tmpfs in its own namespace."""
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        probe = (f"mount -t tmpfs -o size=1m tmpfs {folder} && touch {folder}/x "
+                 f"&& mount -o remount,ro {folder}")
+        return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
 
 
 @pytest.mark.slow
@@ -71,7 +78,7 @@ def test_a_full_then_read_only_tmpfs_stops_each_command_with_one_line_naming_the
                 f"cp {mount}/grpo/metrics.jsonl {logs}/{name}.metrics 2>/dev/null\n")
 
     grpo = f"grpo configs/tiny/grpo.yaml --out {mount}/grpo {' '.join(GRPO)}"
-    script = (f"set -u\nmount -t tmpfs -o size=1500k tmpfs {mount}\n" + run("full", grpo)
+    script = (f"set -eu\nmount -t tmpfs -o size=1500k tmpfs {mount}\nset +e\n" + run("full", grpo)
               + f"mount -o remount,size=64m {mount}\n" + run("resumed", grpo)
               + f"mount -o remount,ro {mount}\n"
               + run("eval", f"eval --model tiny --benchmarks arith --num-problems 4 --out {mount}/eval")
