@@ -37,6 +37,7 @@ class Watchdog:
         self.out = out or sys.stderr
         self.last = time.monotonic()
         self.phases: dict[int, list[tuple[str, float]]] = {}  # thread id -> stack of (phase, since)
+        self.published: str | None = None  # the main thread's phase as the job's store has it
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="mathrl-watchdog", daemon=True)
@@ -133,10 +134,16 @@ class Watchdog:
         if store is None:
             return
         main = threading.main_thread().ident
+        if threading.get_ident() != main:  # only the main thread's phase is shared, by itself alone
+            return
         with self.lock:
             stack = self.phases.get(main) or []
+            value = stack[-1][0] if stack else ""
+        if value == self.published:
+            return
+        self.published = value
         with contextlib.suppress(Exception):
-            store.set(f"mathrl/phase/{self.dist.rank}", stack[-1][0] if stack else "")
+            store.set(f"mathrl/phase/{self.dist.rank}", value)
 
     def _ranks(self) -> dict[int, str]:
         store = self._store()
