@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from rich.console import Console
 
@@ -53,16 +54,12 @@ class LogProgress:
         pass
 
     def add_task(self, description: str, total: float | None = None, **fields) -> int:
-        import time
-
         task = len(self.tasks)
         self.tasks[task] = {"description": description, "total": total, "completed": 0, "fields": fields,
                             "start": time.monotonic(), "first": None, "printed": time.monotonic()}
         return task
 
     def update(self, task: int, completed: float | None = None, total: float | None = None, **fields) -> None:
-        import time
-
         state = self.tasks[task]
         if total is not None:
             state["total"] = total
@@ -97,7 +94,7 @@ def make_progress(console: Console, *extra_columns):
     lines anywhere else."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if isinstance(console, LogConsole) or not console.is_terminal:
+    if not console.is_terminal:  # a pipe, a file, CI (LogConsole among them)
         return LogProgress(console)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), *extra_columns, console=console, transient=True)

@@ -62,11 +62,10 @@ def hub_unreachable() -> str | None:
     return None
 
 
-def hub_kwargs(name_or_path: str | Path) -> dict:
-    """``from_pretrained`` options for ``name_or_path``: for a hub id while the hub cannot be
-    reached, the local cache only (a cached model loads at once); one that is not cached fails
-    at once, with one line."""
-    resolved = resolve_model(name_or_path)
+def hub_kwargs(resolved: str) -> dict:
+    """``from_pretrained`` options for ``resolved`` (what :func:`resolve_model` gives): for a hub
+    id while the hub cannot be reached, the local cache only (a cached model loads at once); one
+    that is not cached fails at once, with one line."""
     if Path(resolved).exists() or (why := hub_unreachable()) is None:
         return {}
     from huggingface_hub import try_to_load_from_cache
@@ -80,7 +79,8 @@ def hub_kwargs(name_or_path: str | Path) -> dict:
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The model's tokenizer, left-padded (decoder-only generation pads on the left)."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path), **hub_kwargs(name_or_path))
+    resolved = resolve_model(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(resolved, **hub_kwargs(resolved))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -99,8 +99,8 @@ def local_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase | None:
 def load_model(name_or_path: str | Path, device: torch.device, dtype: torch.dtype,
                adapter: str | Path | None = None) -> PreTrainedModel:
     """A causal LM in eval mode on ``device``; with ``adapter``, a PEFT (LoRA) adapter on top."""
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=dtype,
-                                                 **hub_kwargs(name_or_path))
+    resolved = resolve_model(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **hub_kwargs(resolved))
     if adapter is not None:
         from peft import PeftModel
 

@@ -26,7 +26,7 @@ from mathrl.data.rows import (
     row_to_problem,
 )
 from mathrl.data.select import select
-from mathrl.grading.golds import BadGold
+from mathrl.grading.golds import BadGold, bad_golds
 from mathrl.types import Problem
 
 __all__ = ["REGISTRY", "DataError", "Dataset", "DatasetSpec", "FieldMap", "data_dir_from",
@@ -103,8 +103,6 @@ def load_dataset(name_or_path: str | Path | DatasetSpec, data_dir: str | Path | 
         problems = [p for p in problems if p.level in spec_levels]
     bad: list[BadGold] = []
     if check_golds:
-        from mathrl.grading.golds import bad_golds
-
         bad = bad_golds(problems, extract)
         if bad:
             ids = {b.id for b in bad}

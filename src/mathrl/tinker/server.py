@@ -793,7 +793,6 @@ def make_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -
                 self._send(200, {"error": result[1], "category": result[2]})
 
     server = Server((host, port), Handler)
-    server.daemon_threads = True
     server.service = service  # for tests and the CLI
     return server
 
