@@ -37,7 +37,7 @@ demo: install
 	MATHRL_DATA_DIR=$(DATA_DIR) $(VENV)/bin/mathrl demo --out runs/demo
 
 test: install
-	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q
+	MATHRL_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q --durations=25
 
 # The inner loop: everything but the end-to-end runs marked slow (about a minute on 2 cores).
 test-fast: install

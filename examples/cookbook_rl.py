@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="arith_train")
     parser.add_argument("--levels", default="1,2,3")
     parser.add_argument("--num-problems", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the problems")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16, help="problems per step")
     parser.add_argument("--group-size", type=int, default=8, help="samples per problem")
@@ -44,6 +45,7 @@ def main() -> None:
         lora_rank=args.lora_rank, save_every=args.save_every, eval_every=0, max_steps=args.steps,
         dataset_builder=MathrlProblemsBuilder(model_name_for_tokenizer=args.model, dataset=args.dataset,
                                               levels=args.levels, num_problems=args.num_problems,
+                                              epochs=args.epochs,
                                               batch_size=args.batch_size, group_size=args.group_size))
     asyncio.run(train.main(config))
 

@@ -20,6 +20,12 @@ EQUAL = [
     ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\frac{\\pi}{2})"), ("\\text{(C)}", "(C)"),
     ("e^{2}", "e^2"), ("\\ln(e^3)", "3"), ("\\log_2 8", "3"), ("5!", "120"), ("|{-4}|", "4"),
     ("\\infty", "\\infty"), ("\\frac{\\pi}{4}", "\\frac{1}{4}\\pi"), ("3+4i", "4i+3"),
+    # Found by benchmarks/grader_fuzz.py: Greek letters with subscripts, \hbar, a bracket as a factor.
+    ("\\frac{\\omega_d}{\\left(s + \\sigma\\right)^2 + \\omega_{d}^2}",
+     "\\frac{\\omega_{d}}{(s+\\sigma)^{2}+\\omega_{d}^{2}}"),
+    ("\\hbar \\omega\\left(v+1 / 2\\right)", "\\hbar \\omega(v+1 / 2)"),
+    ("\\lambda^5\\left[e^{x}-1\\right] d^2", "\\lambda^{5}[e^{x}-1] d^{2}"),
+    ("\\frac{1}{10^{30}}", "1e-30"), ("\\sin(\\pi)", "0"),
 ]
 
 UNEQUAL = [
@@ -31,6 +37,10 @@ UNEQUAL = [
     ("", "0"), ("\\text{(A)}", "(B)"),
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}"),
     ("\\infty", "-\\infty"), ("5!", "5"), ("x", "y"),
+    # Found by benchmarks/grader_fuzz.py: tiny values compared relatively, not within 1e-9 of each
+    # other; I(0) is a function's value, not I times 0 (which made it equal to -(I(0)) and to 0).
+    ("-(3.3e-10)", "3.3e-10"), ("-\\left(1.325e-27\\right)", "1.325e-27"), ("2e-30", "\\frac{1}{10^{30}}"),
+    ("-(I(0))", "I(0)"), ("0", "I(0)"), ("\\omega_{e}", "\\omega_{d}"),
 ]
 
 # (kind, response, gold, expected): graded from the whole response with extract="auto". One

@@ -582,5 +582,11 @@ def _close(a: sympy.Expr, b: sympy.Expr, tolerance: float | None) -> bool:
     if a.is_infinite or b.is_infinite:
         return a == b
     va, vb = complex(sympy.N(a, 30)), complex(sympy.N(b, 30))
-    bound = max(tolerance or 0.0, REL_TOL * max(1.0, abs(vb)))
-    return abs(va - vb) <= bound
+    scale = max(abs(va), abs(vb))
+    if abs(va - vb) <= max(tolerance or 0.0, REL_TOL * scale):
+        return True
+    # Relative, not absolute: 3.3e-10 and -(3.3e-10) differ. Near 0, thirty digits cannot tell a
+    # tiny value from the rounding error of an exact 0 (\sin(\pi) - 0); sixty can.
+    if tolerance is None and scale < 1e-20:
+        return abs(complex(sympy.N(a - b, 60))) < 1e-50
+    return False

@@ -41,9 +41,11 @@ _TOKEN = re.compile(r"""
   | (?P<space>\s+)
 """, re.VERBOSE)
 
+# Greek letters and the physics letters answers use, each a symbol (with its subscript).
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
           "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau",
-          "upsilon", "phi", "varphi", "chi", "psi", "omega"}
+          "upsilon", "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi",
+          "Sigma", "Phi", "Psi", "Omega", "hbar", "ell"}
 _FUNCTIONS = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot,
               "sec": sympy.sec, "csc": sympy.csc, "arcsin": sympy.asin, "arccos": sympy.acos,
               "arctan": sympy.atan, "ln": sympy.log, "log": sympy.log, "exp": sympy.exp}
@@ -119,15 +121,18 @@ class _Parser:
                 if divisor == 0:
                     raise ParseError("division by zero")
                 value = value / divisor
-            elif self._starts_atom(t):  # implicit multiplication: 2\pi, 3x, 2(x+1)
-                value = value * self.power()
+            elif self._starts_atom(t):  # implicit multiplication: 2\pi, 3x, 2(x+1), \lambda^5[e^x-1]
+                factor = self.power()
+                if factor == 0 and value.free_symbols:  # I(0) is a function's value, not I times 0
+                    raise ParseError("a letter applied to 0: a function's value, not a product")
+                value = value * factor
             else:
                 break
         return value
 
     def _starts_atom(self, t: tuple[str, str]) -> bool:
         kind, value = t
-        return (kind in ("number", "letter") or value in ("(", "{")
+        return (kind in ("number", "letter") or value in ("(", "{", "[")
                 or (kind == "command" and value not in _MULTIPLY | _DIVIDE | {"\\end"}))
 
     def unary(self) -> sympy.Expr:
@@ -188,6 +193,7 @@ class _Parser:
         raise ParseError(f"unexpected {value!r}")
 
     def _symbol(self, letter: str) -> sympy.Expr:
+        """A letter (or a Greek letter's name) and its subscript, if any: one symbol."""
         name = letter
         if self.peek() and self.peek()[1] == "_":
             self.take()
@@ -249,7 +255,7 @@ class _Parser:
         if name == "infty":
             return sympy.oo
         if name in _GREEK:
-            return sympy.Symbol(name)
+            return self._symbol(name)  # with its subscript, as a letter's: \omega_{d}
         if name == "log" and self.peek() and self.peek()[1] == "_":
             self.take()
             base = self.group()

@@ -67,16 +67,19 @@ class MathrlProblems(RLDataset):
     permutation of the problems per epoch (as ``mathrl grpo`` orders them)."""
 
     def __init__(self, problems: Sequence[Problem], dataset: str, batch_size: int, group_size: int, renderer,
-                 prompt: PromptProtocol, grader: Grader, seed: int):
+                 prompt: PromptProtocol, grader: Grader, seed: int, epochs: int = 1):
         self.problems, self.dataset = list(problems), dataset
-        self.batch_size, self.group_size = batch_size, group_size
+        self.batch_size, self.group_size, self.epochs = batch_size, group_size, epochs
         self.renderer, self.prompt, self.grader, self.seed = renderer, prompt, grader, seed
 
-    def __len__(self) -> int:
+    def batches_per_epoch(self) -> int:
         return max(1, len(self.problems) // self.batch_size)
 
+    def __len__(self) -> int:  # the cookbook's loop runs min(len, max_steps) batches
+        return self.epochs * self.batches_per_epoch()
+
     def get_batch(self, index: int) -> Sequence[EnvGroupBuilder]:
-        epoch, index = divmod(index, len(self))
+        epoch, index = divmod(index, self.batches_per_epoch())
         order = list(range(len(self.problems)))
         random.Random(f"cookbook/{self.seed}/{epoch}").shuffle(order)
         batch = [self.problems[i] for i in order[index * self.batch_size:(index + 1) * self.batch_size]]
@@ -100,6 +103,7 @@ class MathrlProblemsBuilder(RLDatasetBuilder):
     group_size: int = 8
     num_problems: int | None = None
     levels: str | None = None  # e.g. "1,2,3"
+    epochs: int = 1
     data_dir: str | None = None
     seed: int = 0
 
@@ -111,4 +115,4 @@ class MathrlProblemsBuilder(RLDatasetBuilder):
                             seed=self.seed)
         grader = Grader(data.extract, processes=0)
         return (MathrlProblems(data.problems, data.name, self.batch_size, self.group_size, renderer,
-                               PromptProtocol(), grader, self.seed), None)
+                               PromptProtocol(), grader, self.seed, self.epochs), None)
