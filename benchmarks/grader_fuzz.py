@@ -8,14 +8,15 @@ model gets it slightly wrong (a near miss). Every rewrite is made from a gold th
 read into a known shape itself (a number, a surd, a tuple, a list of roots, an interval, an
 equation) or is a LaTeX-only respelling, so its truth does not depend on either grader. Each pair
 is graded by mathrl (``mathrl.grading.grade``, the eval's and the reward's call) and by math-verify
-0.9 (``verify(parse(gold), parse(response))``, its documented use) in the same process, and the
+0.9 (``verify(parse(gold), parse(response))``, its documented use) in the same run, and the
 script prints false positives (a near miss graded equal) and false negatives (an equal answer
 graded wrong) of each, kind by kind, with examples, and each grader's speed.
 
-Kinds. Equal: ``fraction_decimal_percent`` (3/4, 0.75, 75\\% where the gold or the question is a
-percent), ``thousands`` (12,500 and 12{,}500 and 12\\,500), ``latex_spelling`` (\\dfrac, \\frac12,
-\\sqrt2, \\left( \\right), ^{2}, \\leq, spacing), ``reordered`` (the roots of an "enter all" list
-or a set, in another order), ``interval`` (the same interval or union spelled otherwise),
+Kinds. Equal: ``fraction_decimal_percent`` (3/4, 0.75, .75; 75 or 75% for a gold of 75\\%, and
+75\\% for 75 where the question asks for a percent), ``thousands`` (12,500 and 12{,}500 and
+12\\,500), ``latex_spelling`` (\\dfrac, \\frac12, \\sqrt2, \\left( \\right), ^{2}, \\leq, spacing),
+``reordered`` (the roots of an "enter all" list or a set, in another order), ``interval`` (the
+same interval or union spelled otherwise),
 ``equation`` (x = 5 for 5, 5 for x = 5, sides swapped), ``units_text`` (5 \\text{ cm}, \\$5,
 5^\\circ), ``boxed_in_prose`` (the box inside a sentence, display math, after a discarded box).
 Near misses: ``digit_off``, ``sign``, ``swapped_tuple``, ``interval_end`` (another bracket or
